@@ -1,0 +1,5 @@
+"""`python -m memesearch` runs the command line."""
+
+from memesearch.cli import main
+
+main()

@@ -1,0 +1,258 @@
+"""Typed settings: `config.toml` overlaid with `MEMESEARCH_SECTION__KEY` environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+
+from memesearch.errors import ConfigError
+
+ENV_PREFIX = "MEMESEARCH_"
+CONFIG_ENV = "MEMESEARCH_CONFIG"
+DEFAULT_CONFIG = Path("config.toml")
+DEFAULT_MODEL = "hf-hub:timm/ViT-SO400M-14-SigLIP-384"
+IMAGE_EXTENSIONS = (
+    ".jpg",
+    ".jpeg",
+    ".jfif",
+    ".png",
+    ".webp",
+    ".gif",
+    ".bmp",
+    ".tif",
+    ".tiff",
+    ".avif",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LibrarySettings(_Section):
+    """Where the memes are and which files count as images."""
+
+    path: Path = Path("memes")
+    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    follow_symlinks: bool = False
+    include_hidden: bool = False
+    max_file_mb: float = Field(default=200.0, gt=0)
+    max_image_megapixels: float = Field(default=100.0, gt=0)
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one extension is needed")
+        return tuple(sorted({"." + ext.lower().lstrip(".") for ext in value}))
+
+
+class DatabaseSettings(_Section):
+    """The SQLAlchemy URL of the store; SQLite by default."""
+
+    url: str = "sqlite:///memesearch-data/memesearch.db"
+
+    @field_validator("url")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except Exception as exc:  # SQLAlchemy raises ArgumentError for garbage
+            raise ValueError(f"not a database URL ({exc})") from exc
+        return value
+
+
+class ModelSettings(_Section):
+    """Which open_clip model embeds images and text, and how it runs."""
+
+    name: str = Field(default=DEFAULT_MODEL, min_length=1)
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    max_wait_ms: float = Field(default=5.0, ge=0, le=1000)
+    cache_dir: Path | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        base, _, index = value.partition(":")
+        if base not in {"auto", "cpu", "cuda"} or (index and not index.isdigit()):
+            raise ValueError("expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
+
+
+class IndexSettings(_Section):
+    """The FAISS index built over the stored vectors."""
+
+    kind: Literal["flat"] = "flat"
+    gpu: Literal["auto", "off"] = "auto"
+
+
+class IndexerSettings(_Section):
+    """How the library is scanned and decoded."""
+
+    workers: int = Field(default=0, ge=0, le=256)
+    prefetch_batches: int = Field(default=4, ge=1, le=64)
+
+    def worker_count(self) -> int:
+        """Decode processes to run: the configured number, or every core when 0."""
+        return self.workers or max(1, os.cpu_count() or 1)
+
+
+class ServerSettings(_Section):
+    """Where `memesearch serve` listens."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+
+class Settings(_Section):
+    """Every setting of memesearch; build it with `load_settings`."""
+
+    library: LibrarySettings = LibrarySettings()
+    database: DatabaseSettings = DatabaseSettings()
+    model: ModelSettings = ModelSettings()
+    index: IndexSettings = IndexSettings()
+    indexer: IndexerSettings = IndexerSettings()
+    server: ServerSettings = ServerSettings()
+    source: str = Field(default="defaults", exclude=True)
+
+    def resolved(self, base_dir: Path) -> Settings:
+        """A copy whose relative paths are anchored at `base_dir`, the config file's folder."""
+        library = self.library.model_copy(update={"path": _anchor(self.library.path, base_dir)})
+        model_updates: dict[str, Any] = {"name": _anchor_model_name(self.model.name, base_dir)}
+        if self.model.cache_dir is not None:
+            model_updates["cache_dir"] = _anchor(self.model.cache_dir, base_dir)
+        return self.model_copy(
+            update={
+                "library": library,
+                "database": DatabaseSettings(url=_anchor_sqlite(self.database.url, base_dir)),
+                "model": self.model.model_copy(update=model_updates),
+            }
+        )
+
+
+def _anchor(path: Path, base_dir: Path) -> Path:
+    path = path.expanduser()
+    return path if path.is_absolute() else (base_dir / path).resolve()
+
+
+def _anchor_sqlite(url: str, base_dir: Path) -> str:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return url
+    database = _anchor(Path(parsed.database), base_dir)
+    return parsed.set(database=str(database)).render_as_string(hide_password=False)
+
+
+def _anchor_model_name(name: str, base_dir: Path) -> str:
+    if name.startswith("local-dir:"):
+        return "local-dir:" + str(_anchor(Path(name.removeprefix("local-dir:")), base_dir))
+    if name.startswith("hf-hub:"):
+        return name
+    candidate = _anchor(Path(name), base_dir)
+    # A bare directory is a model folder; anything else is an open_clip built-in name.
+    return "local-dir:" + str(candidate) if candidate.is_dir() else name
+
+
+def config_path_from(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The config file: `--config`, else `$MEMESEARCH_CONFIG`, else `./config.toml` if present."""
+    if explicit is not None:
+        return explicit
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
+
+
+def load_settings(
+    path: Path | None = None, *, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read the config file, apply environment overrides, validate, and anchor relative paths."""
+    environ = os.environ if environ is None else environ
+    config_path = config_path_from(path, environ)
+    file_data = _read_toml(config_path) if config_path is not None else {}
+    env_data = _env_overrides(environ)
+    try:
+        settings = Settings.model_validate(_deep_merge(file_data, env_data))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_path, env_data)) from exc
+    base_dir = config_path.resolve().parent if config_path is not None else Path.cwd()
+    source = str(config_path) if config_path is not None else "defaults"
+    return settings.resolved(base_dir).model_copy(update={"source": source})
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`MEMESEARCH_MODEL__BATCH_SIZE=64` → {"model": {"batch_size": "64"}}; JSON lists allowed."""
+    overrides: dict[str, Any] = {}
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV or "__" not in key:
+            continue
+        parts = key.removeprefix(ENV_PREFIX).lower().split("__")
+        node = overrides
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = _env_value(raw)
+    return overrides
+
+
+def _env_value(raw: str) -> Any:
+    if raw.strip().startswith(("[", "{")):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError:
+            return raw
+    return raw
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(exc: ValidationError, path: Path | None, env_data: dict[str, Any]) -> str:
+    lines = ["invalid configuration:"]
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        key = ".".join(loc)
+        if _in_env(env_data, loc):
+            where = f"environment variable {ENV_PREFIX}{'__'.join(loc).upper()}"
+        else:
+            where = str(path) if path is not None else "defaults"
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {key} ({where}): {message}; got {error.get('input')!r}")
+    return "\n".join(lines)
+
+
+def _in_env(env_data: dict[str, Any], loc: list[str]) -> bool:
+    node: Any = env_data
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True

@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy tables, engine setup, Alembic upgrades and the repository."""

@@ -1,0 +1,376 @@
+"""Queries and batched writes over the store; each write method is one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+import numpy as np
+from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector, utcnow
+from memesearch.db.session import session_factory
+from memesearch.scan import FileInfo
+
+_CHUNK = 500  # keeps IN (...) lists under every dialect's bound-parameter limit
+VECTOR_DTYPE = np.dtype("<f4")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class VectorSpace:
+    """The model whose vectors a query or write concerns; vectors of two spaces never mix."""
+
+    model_id: str
+    dim: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """What the store knows about a path, enough to decide whether it changed."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    state: FileState
+    has_vector: bool
+
+
+@dataclass(frozen=True, slots=True)
+class FileRow:
+    """A file's metadata as shown to users."""
+
+    id: int
+    path: str
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    width: int | None
+    height: int | None
+    format: str | None
+    state: FileState
+    error: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedFile:
+    """A decoded and embedded file ready to be stored."""
+
+    info: FileInfo
+    content_hash: str
+    width: int
+    height: int
+    format: str
+    vector: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class FailedFile:
+    """A file that could not be used, with the reason shown to the user."""
+
+    info: FileInfo
+    reason: str
+    content_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reuse:
+    """Give `info` the vector of file `donor_id` (same content): a rename moves, a copy copies."""
+
+    info: FileInfo
+    content_hash: str
+    donor_id: int
+    move: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoreCounts:
+    """How many files are searchable, failed, and known in total."""
+
+    files: int
+    indexed: int
+    failed: int
+
+
+@dataclass(slots=True)
+class IndexDelta:
+    """What a write changed, for the in-memory index: ids to drop, (id, vector) pairs to add."""
+
+    removed: list[int]
+    added: list[tuple[int, np.ndarray]]
+
+
+class Repository:
+    """Keyword-only access to files and vectors."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._sessions: sessionmaker[Session] = session_factory(engine)
+
+    def stored_files(self, *, space: VectorSpace) -> dict[str, StoredFile]:
+        """Every known path with its stat, hash, state and whether it has a vector of `space`."""
+        has_vector = Vector.file_id.is_not(None)
+        stmt = select(ImageFile, has_vector).outerjoin(
+            Vector, and_(Vector.file_id == ImageFile.id, _in_space(space))
+        )
+        with self._sessions() as session:
+            return {
+                row.path: StoredFile(
+                    id=row.id,
+                    path=row.path,
+                    size=row.size,
+                    mtime_ns=row.mtime_ns,
+                    content_hash=row.content_hash,
+                    state=row.state,
+                    has_vector=bool(vec),
+                )
+                for row, vec in session.execute(stmt)
+            }
+
+    def donors_by_hash(self, *, hashes: Iterable[str], space: VectorSpace) -> dict[str, int]:
+        """For each content hash, one file id that already has a vector of `space` for it."""
+        donors: dict[str, int] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(set(hashes))):
+                stmt = (
+                    select(ImageFile.content_hash, ImageFile.id)
+                    .join(Vector, and_(Vector.file_id == ImageFile.id, _in_space(space)))
+                    .where(ImageFile.content_hash.in_(chunk))
+                    .order_by(ImageFile.id)
+                )
+                for content_hash, file_id in session.execute(stmt):
+                    if content_hash is not None:
+                        donors.setdefault(content_hash, file_id)
+        return donors
+
+    def apply_reuse(
+        self, *, reuses: Sequence[Reuse], removals: Sequence[int], space: VectorSpace
+    ) -> IndexDelta:
+        """Renames, copies and deletions in one transaction; no model work needed for any."""
+        delta = IndexDelta(removed=[], added=[])
+        with self._sessions.begin() as session:
+            for reuse in reuses:
+                self._apply_one_reuse(session, reuse, space, delta)
+            self._delete_files(session, removals)
+            delta.removed.extend(removals)
+            _bump_generation(session)
+        return delta
+
+    def _apply_one_reuse(
+        self, session: Session, reuse: Reuse, space: VectorSpace, delta: IndexDelta
+    ) -> None:
+        donor = session.get_one(ImageFile, reuse.donor_id)
+        vector = session.get_one(Vector, (reuse.donor_id, space.model_id))
+        if reuse.move:
+            donor.path, donor.size, donor.mtime_ns = (
+                reuse.info.path,
+                reuse.info.size,
+                reuse.info.mtime_ns,
+            )
+            return
+        target_id = self._upsert_file(
+            session,
+            reuse.info,
+            state=FileState.OK,
+            error=None,
+            content_hash=reuse.content_hash,
+            width=donor.width,
+            height=donor.height,
+            format=donor.format,
+        )
+        self._replace_vector(session, target_id, space, vector.vector)
+        delta.removed.append(target_id)
+        delta.added.append((target_id, decode_vector(vector.vector, space.dim)))
+
+    def touch(self, *, files: Sequence[tuple[int, FileInfo]]) -> None:
+        """Record a new size/mtime for files whose content did not change."""
+        if not files:
+            return
+        with self._sessions.begin() as session:
+            for file_id, info in files:
+                session.execute(
+                    update(ImageFile)
+                    .where(ImageFile.id == file_id)
+                    .values(size=info.size, mtime_ns=info.mtime_ns)
+                )
+
+    def write_batch(
+        self, *, embedded: Sequence[EmbeddedFile], failed: Sequence[FailedFile], space: VectorSpace
+    ) -> IndexDelta:
+        """Store embedded files with their vectors and failed files with reasons, atomically."""
+        delta = IndexDelta(removed=[], added=[])
+        with self._sessions.begin() as session:
+            for item in embedded:
+                file_id = self._upsert_file(
+                    session,
+                    item.info,
+                    state=FileState.OK,
+                    error=None,
+                    content_hash=item.content_hash,
+                    width=item.width,
+                    height=item.height,
+                    format=item.format,
+                )
+                self._replace_vector(session, file_id, space, encode_vector(item.vector, space.dim))
+                delta.removed.append(file_id)
+                delta.added.append((file_id, item.vector))
+            for failure in failed:
+                file_id = self._upsert_file(
+                    session,
+                    failure.info,
+                    state=FileState.FAILED,
+                    error=failure.reason,
+                    content_hash=failure.content_hash,
+                    width=None,
+                    height=None,
+                    format=None,
+                )
+                session.execute(delete(Vector).where(Vector.file_id == file_id))
+                delta.removed.append(file_id)
+            _bump_generation(session)
+        return delta
+
+    def _upsert_file(self, session: Session, info: FileInfo, **fields: Any) -> int:
+        values = {"size": info.size, "mtime_ns": info.mtime_ns, **fields}
+        existing = session.scalar(select(ImageFile).where(ImageFile.path == info.path))
+        if existing is None:
+            row = ImageFile(path=info.path, **values)
+            session.add(row)
+            session.flush()
+            return row.id
+        for key, value in values.items():
+            setattr(existing, key, value)
+        existing.updated_at = utcnow()
+        return existing.id
+
+    def _replace_vector(
+        self, session: Session, file_id: int, space: VectorSpace, blob: bytes
+    ) -> None:
+        # One vector per file: writing a new model's vector drops the old model's.
+        session.execute(delete(Vector).where(Vector.file_id == file_id))
+        session.add(Vector(file_id=file_id, model_id=space.model_id, dim=space.dim, vector=blob))
+
+    def _delete_files(self, session: Session, ids: Sequence[int]) -> None:
+        for chunk in _chunks(list(ids)):
+            session.execute(delete(Vector).where(Vector.file_id.in_(chunk)))
+            session.execute(delete(ImageFile).where(ImageFile.id.in_(chunk)))
+
+    def iter_vectors(
+        self, *, space: VectorSpace, chunk_size: int = 8192
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (ids int64 [n], vectors float32 [n, dim]) of every vector in `space`."""
+        stmt = (
+            select(Vector.file_id, Vector.vector)
+            .where(_in_space(space))
+            .order_by(Vector.file_id)
+            .execution_options(yield_per=chunk_size)
+        )
+        with self._sessions() as session:
+            for partition in session.execute(stmt).partitions():
+                ids = np.fromiter((row[0] for row in partition), dtype=np.int64)
+                vectors = np.frombuffer(b"".join(row[1] for row in partition), VECTOR_DTYPE)
+                yield ids, vectors.reshape(len(ids), space.dim).astype(np.float32)
+
+    def get_vector(self, *, file_id: int, space: VectorSpace) -> np.ndarray | None:
+        """The stored vector of one file in `space`, if any."""
+        with self._sessions() as session:
+            row = session.get(Vector, (file_id, space.model_id))
+            return (
+                None if row is None or row.dim != space.dim else decode_vector(row.vector, row.dim)
+            )
+
+    def hydrate(self, *, ids: Sequence[int]) -> dict[int, FileRow]:
+        """Metadata of the given file ids (missing ids are simply absent)."""
+        rows: dict[int, FileRow] = {}
+        with self._sessions() as session:
+            for chunk in _chunks(list(ids)):
+                for row in session.scalars(select(ImageFile).where(ImageFile.id.in_(chunk))):
+                    rows[row.id] = _file_row(row)
+        return rows
+
+    def get_file(self, *, file_id: int) -> FileRow | None:
+        """One file's metadata."""
+        with self._sessions() as session:
+            row = session.get(ImageFile, file_id)
+            return None if row is None else _file_row(row)
+
+    def counts(self, *, space: VectorSpace) -> StoreCounts:
+        """Totals for status displays."""
+        with self._sessions() as session:
+            files = session.scalar(select(func.count()).select_from(ImageFile)) or 0
+            failed = (
+                session.scalar(select(func.count()).where(ImageFile.state == FileState.FAILED)) or 0
+            )
+            indexed = session.scalar(select(func.count()).where(_in_space(space))) or 0
+        return StoreCounts(files=files, indexed=indexed, failed=failed)
+
+    def failures(self, *, limit: int = 1000, offset: int = 0) -> list[FileRow]:
+        """Failed files with their reasons, by path."""
+        stmt = (
+            select(ImageFile)
+            .where(ImageFile.state == FileState.FAILED)
+            .order_by(ImageFile.path)
+            .limit(limit)
+            .offset(offset)
+        )
+        with self._sessions() as session:
+            return [_file_row(row) for row in session.scalars(stmt)]
+
+    def generation(self) -> int:
+        """A counter bumped by every write, to tell whether a saved index is stale."""
+        with self._sessions() as session:
+            value = session.scalar(select(StoreMeta.value).where(StoreMeta.key == "generation"))
+            return int(value) if value is not None else 0
+
+
+def encode_vector(vector: np.ndarray, dim: int) -> bytes:
+    """float32 little-endian bytes, the stored form of a vector of the expected dimension."""
+    if vector.shape != (dim,):
+        raise ValueError(f"vector has {vector.size} values, expected {dim}")
+    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
+
+
+def decode_vector(blob: bytes, dim: int) -> np.ndarray:
+    """The inverse of `encode_vector`, checked against the expected dimension."""
+    vector = np.frombuffer(blob, dtype=VECTOR_DTYPE)
+    if vector.shape != (dim,):
+        raise ValueError(f"stored vector has {vector.size} values, expected {dim}")
+    return vector.astype(np.float32)
+
+
+def _in_space(space: VectorSpace) -> Any:
+    return and_(Vector.model_id == space.model_id, Vector.dim == space.dim)
+
+
+def _bump_generation(session: Session) -> None:
+    meta = session.get(StoreMeta, "generation")
+    if meta is None:
+        session.add(StoreMeta(key="generation", value="1"))
+    else:
+        meta.value = str(int(meta.value) + 1)
+
+
+def _file_row(row: ImageFile) -> FileRow:
+    return FileRow(
+        id=row.id,
+        path=row.path,
+        size=row.size,
+        mtime_ns=row.mtime_ns,
+        content_hash=row.content_hash,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        state=row.state,
+        error=row.error,
+        updated_at=row.updated_at,
+    )
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]

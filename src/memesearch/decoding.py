@@ -1,0 +1,115 @@
+"""Parallel decode and hash jobs: a spawn-started process pool that never imports torch."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+from memesearch.errors import ImageDecodeError
+from memesearch.imaging import (
+    DecodeLimits,
+    FileVanishedError,
+    PreparedImage,
+    PreprocessSpec,
+    hash_file,
+    prepare_file,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class JobFailure:
+    """Why a file could not be hashed or decoded; `vanished` means it is simply gone."""
+
+    reason: str
+    vanished: bool = False
+
+
+def prepare_job(
+    path: str, spec: PreprocessSpec, limits: DecodeLimits
+) -> PreparedImage | JobFailure:
+    """Runs in a worker process: decode and preprocess one file, never raising for bad input."""
+    try:
+        return prepare_file(path, spec, limits)
+    except FileVanishedError as exc:
+        return JobFailure(str(exc), vanished=True)
+    except ImageDecodeError as exc:
+        return JobFailure(str(exc))
+    except MemoryError:
+        return JobFailure("not enough memory to decode this image")
+
+
+def hash_job(path: str) -> str | JobFailure:
+    """Content hash of one file, or why it could not be read."""
+    try:
+        return hash_file(path)
+    except FileNotFoundError:
+        return JobFailure("file disappeared before it could be read", vanished=True)
+    except (OSError, ImageDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return JobFailure(f"cannot read file: {reason}")
+
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+class DecodePool:
+    """Worker processes for decoding, started once per indexing run and shut down after."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._executor: ProcessPoolExecutor | None = None
+
+    async def __aenter__(self) -> DecodePool:
+        # spawn: the parent may hold CUDA and OpenMP state that must not be forked.
+        self._executor = ProcessPoolExecutor(
+            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._executor is not None:
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+
+    def prepare(
+        self, path: Path, spec: PreprocessSpec, limits: DecodeLimits
+    ) -> Awaitable[PreparedImage | JobFailure]:
+        """Decode one file in a worker process."""
+        if self._executor is None:
+            raise RuntimeError("DecodePool used outside its context")
+        loop = asyncio.get_running_loop()
+        return loop.run_in_executor(self._executor, prepare_job, os.fspath(path), spec, limits)
+
+
+async def bounded_map(
+    func: Callable[[T], Awaitable[R]], items: Iterable[T], *, limit: int
+) -> AsyncIterator[tuple[T, R]]:
+    """Run `func` over `items` with at most `limit` in flight; yield results as they finish."""
+    pending: dict[asyncio.Future[R], T] = {}
+    iterator = iter(items)
+    try:
+        while True:
+            for item in itertools.islice(iterator, limit - len(pending)):
+                pending[asyncio.ensure_future(func(item))] = item
+            if not pending:
+                return
+            done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for future in done:
+                yield pending.pop(future), future.result()
+    finally:
+        for future in pending:
+            future.cancel()

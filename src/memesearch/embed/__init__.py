@@ -1,0 +1,1 @@
+"""Embedding models and the micro-batcher in front of them."""

@@ -1,0 +1,273 @@
+"""Indexer: scan → diff vs store → hash → reuse or decode → embed → store → index."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import numpy as np
+
+from memesearch.changes import Resolution, ScanDiff, diff_scan, resolve_hashes
+from memesearch.config import Settings
+from memesearch.db.repo import (
+    EmbeddedFile,
+    FailedFile,
+    IndexDelta,
+    Repository,
+    StoredFile,
+    VectorSpace,
+)
+from memesearch.decoding import DecodePool, JobFailure, bounded_map, hash_job
+from memesearch.embed.batcher import Priority
+from memesearch.embed.runtime import ModelRuntime
+from memesearch.imaging import DecodeLimits, PreparedImage
+from memesearch.index import VectorIndex
+from memesearch.scan import FileInfo, ScanOptions, scan_library
+
+log = logging.getLogger(__name__)
+
+
+class Phase(StrEnum):
+    """Stages of an indexing run, in order."""
+
+    SCAN = "scan"
+    HASH = "hash"
+    EMBED = "embed"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A progress event: `done` of `total` items of `phase`."""
+
+    phase: Phase
+    done: int
+    total: int
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+@dataclass(slots=True)
+class IndexReport:
+    """What one indexing run did; counts refer to files."""
+
+    scanned: int = 0
+    unchanged: int = 0
+    added: int = 0
+    updated: int = 0
+    renamed: int = 0
+    copied: int = 0
+    touched: int = 0
+    removed: int = 0
+    decoded: int = 0
+    embedded: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    still_failing: int = 0
+    scan_problems: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def changed(self) -> bool:
+        """Whether anything in the store changed."""
+        return any((self.added, self.updated, self.renamed, self.copied, self.removed, self.failed))
+
+
+class Indexer:
+    """Brings the store (and optionally a live index) in line with the library folder."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        repo: Repository,
+        runtime: ModelRuntime,
+        *,
+        limits: DecodeLimits,
+        index: VectorIndex | None = None,
+        exclude: tuple[Path, ...] = (),
+    ) -> None:
+        self._settings = settings
+        self._repo = repo
+        self._runtime = runtime
+        self._index = index
+        self._space = VectorSpace(runtime.info.model_id, runtime.info.dim)
+        lib = settings.library
+        self._root = lib.path
+        self._scan_options = ScanOptions(
+            extensions=frozenset(lib.extensions),
+            follow_symlinks=lib.follow_symlinks,
+            include_hidden=lib.include_hidden,
+            exclude=exclude,
+        )
+        self._limits = limits
+
+    async def run(self, progress: ProgressCallback | None = None) -> IndexReport:
+        """One full pass; a bad file is recorded and skipped, never fatal."""
+        started = time.perf_counter()
+        notify = progress or (lambda _event: None)
+        report = IndexReport()
+        scan = await asyncio.to_thread(scan_library, self._root, self._scan_options)
+        report.scanned, report.scan_problems = len(scan.files), scan.problems
+        notify(Progress(Phase.SCAN, len(scan.files), len(scan.files)))
+        stored = await asyncio.to_thread(self._repo.stored_files, space=self._space)
+        diff = diff_scan(scan.files, stored)
+        report.unchanged, report.still_failing = diff.unchanged, diff.still_failing
+        resolution = await self._resolve(diff, stored, notify)
+        await self._apply_reuse(resolution, diff, report)
+        new_paths = {info.path for info in resolution.to_embed if info.path not in stored}
+        await self._embed(resolution.to_embed, new_paths, report, notify)
+        report.seconds = time.perf_counter() - started
+        notify(Progress(Phase.DONE, report.scanned, report.scanned))
+        return report
+
+    async def _resolve(
+        self, diff: ScanDiff, stored: dict[str, StoredFile], notify: ProgressCallback
+    ) -> Resolution:
+        hashes: dict[str, str] = {}
+        unreadable: dict[str, str] = {}
+        total = len(diff.to_hash)
+        workers = self._settings.indexer.worker_count()
+
+        def hash_one(info: FileInfo) -> asyncio.Future[str | JobFailure]:
+            return asyncio.ensure_future(asyncio.to_thread(hash_job, str(self._abs(info))))
+
+        async for info, outcome in bounded_map(hash_one, diff.to_hash, limit=workers * 2):
+            if isinstance(outcome, JobFailure):
+                if not outcome.vanished:
+                    unreadable[info.path] = outcome.reason
+            else:
+                hashes[info.path] = outcome
+            notify(Progress(Phase.HASH, len(hashes) + len(unreadable), total))
+        donors = await asyncio.to_thread(
+            self._repo.donors_by_hash, hashes=hashes.values(), space=self._space
+        )
+        return resolve_hashes(diff, stored, hashes, donors, unreadable)
+
+    async def _apply_reuse(
+        self, resolution: Resolution, diff: ScanDiff, report: IndexReport
+    ) -> None:
+        await asyncio.to_thread(self._repo.touch, files=resolution.touched)
+        report.touched = len(resolution.touched)
+        if resolution.reuses or resolution.removals:
+            delta = await asyncio.to_thread(
+                self._repo.apply_reuse,
+                reuses=resolution.reuses,
+                removals=resolution.removals,
+                space=self._space,
+            )
+            await self._update_index(delta)
+        report.renamed = sum(reuse.move for reuse in resolution.reuses)
+        report.copied = len(resolution.reuses) - report.renamed
+        report.removed = len(resolution.removals)
+        if resolution.failed:
+            await self._store_batch([], resolution.failed, report)
+
+    async def _embed(
+        self,
+        files: list[FileInfo],
+        new_paths: set[str],
+        report: IndexReport,
+        notify: ProgressCallback,
+    ) -> None:
+        if not files:
+            return
+        batcher = await self._runtime.batcher()
+        spec = batcher.embedder.preprocess
+        batch_size = self._settings.model.batch_size
+        queue: asyncio.Queue[list[tuple[FileInfo, PreparedImage | JobFailure]] | None]
+        queue = asyncio.Queue(maxsize=self._settings.indexer.prefetch_batches)
+        workers = self._settings.indexer.worker_count()
+
+        async def produce(pool: DecodePool) -> None:
+            batch: list[tuple[FileInfo, PreparedImage | JobFailure]] = []
+
+            def decode(info: FileInfo) -> asyncio.Future[PreparedImage | JobFailure]:
+                return asyncio.ensure_future(pool.prepare(self._abs(info), spec, self._limits))
+
+            limit = workers * 2 + batch_size
+            async for info, outcome in bounded_map(decode, files, limit=limit):
+                report.decoded += 1
+                batch.append((info, outcome))
+                if len(batch) >= batch_size:
+                    await queue.put(batch)
+                    batch = []
+            if batch:
+                await queue.put(batch)
+            await queue.put(None)
+
+        async def consume() -> None:
+            done = 0
+            while (batch := await queue.get()) is not None:
+                await self._embed_and_store(batch, new_paths, report)
+                done += len(batch)
+                notify(Progress(Phase.EMBED, done, len(files)))
+
+        async with DecodePool(workers) as pool, asyncio.TaskGroup() as group:
+            group.create_task(produce(pool))
+            group.create_task(consume())
+
+    async def _embed_and_store(
+        self,
+        batch: list[tuple[FileInfo, PreparedImage | JobFailure]],
+        new_paths: set[str],
+        report: IndexReport,
+    ) -> None:
+        good = [(info, out) for info, out in batch if isinstance(out, PreparedImage)]
+        failed = [
+            FailedFile(info=info, reason=out.reason)
+            for info, out in batch
+            if isinstance(out, JobFailure) and not out.vanished
+        ]
+        vectors = np.zeros((0, self._space.dim), np.float32)
+        if good:
+            batcher = await self._runtime.batcher()
+            pixels = np.stack([prepared.pixels for _, prepared in good])
+            vectors = await batcher.embed_images(pixels, priority=Priority.INDEX)
+            report.embedded += len(good)
+        embedded = [
+            EmbeddedFile(
+                info=info,
+                content_hash=prepared.content_hash,
+                width=prepared.width,
+                height=prepared.height,
+                format=prepared.format,
+                vector=vector,
+            )
+            for (info, prepared), vector in zip(good, vectors, strict=True)
+        ]
+        for item in embedded:
+            if item.info.path in new_paths:
+                report.added += 1
+            else:
+                report.updated += 1
+        await self._store_batch(embedded, failed, report)
+
+    async def _store_batch(
+        self, embedded: list[EmbeddedFile], failed: list[FailedFile], report: IndexReport
+    ) -> None:
+        delta = await asyncio.to_thread(
+            self._repo.write_batch, embedded=embedded, failed=failed, space=self._space
+        )
+        report.failed.extend((item.info.path, item.reason) for item in failed)
+        await self._update_index(delta)
+
+    async def _update_index(self, delta: IndexDelta) -> None:
+        if self._index is None:
+            return
+        index = self._index
+
+        def apply() -> None:
+            index.remove(delta.removed)
+            if delta.added:
+                ids = [file_id for file_id, _ in delta.added]
+                index.add(ids, np.stack([vector for _, vector in delta.added]))
+
+        await asyncio.to_thread(apply)
+
+    def _abs(self, info: FileInfo) -> Path:
+        return self._root / info.path

@@ -1,0 +1,103 @@
+"""Wire settings into running parts: store, model runtime, index, indexer, search."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from memesearch.config import Settings
+from memesearch.db.migrate import upgrade_schema
+from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.session import create_store_engine
+from memesearch.embed.batcher import BatchObserver
+from memesearch.embed.model import ModelInfo, describe_model
+from memesearch.embed.runtime import ModelRuntime
+from memesearch.imaging import DecodeLimits
+from memesearch.index import VectorIndex, build_index
+from memesearch.indexer import Indexer
+from memesearch.query import QueryEncoder
+from memesearch.search import SearchService
+
+
+@dataclass(slots=True)
+class Services:
+    """Everything a command or the web app needs, built once from one Settings."""
+
+    settings: Settings
+    engine: Engine
+    repo: Repository
+    model: ModelInfo
+    runtime: ModelRuntime
+    space: VectorSpace
+    _index: VectorIndex | None = field(default=None, repr=False)
+
+    @property
+    def limits(self) -> DecodeLimits:
+        """Size guards for decoding, from [library]."""
+        lib = self.settings.library
+        return DecodeLimits(
+            max_file_bytes=int(lib.max_file_mb * 1024 * 1024),
+            max_pixels=int(lib.max_image_megapixels * 1_000_000),
+        )
+
+    async def index(self) -> VectorIndex:
+        """The in-memory index, built from the store on first use."""
+        if self._index is None:
+            use_gpu = self.settings.index.gpu == "auto"
+            batches = self.repo.iter_vectors(space=self.space)
+            self._index = await asyncio.to_thread(
+                build_index, batches, self.space.dim, use_gpu=use_gpu
+            )
+        return self._index
+
+    async def indexer(self) -> Indexer:
+        """An indexer that also keeps the in-memory index (if built) current."""
+        return Indexer(
+            self.settings,
+            self.repo,
+            self.runtime,
+            limits=self.limits,
+            index=self._index,
+            exclude=_store_paths(self.settings),
+        )
+
+    async def search_service(self) -> SearchService:
+        """Search over the in-memory index."""
+        encoder = QueryEncoder(self.runtime, self.repo, limits=self.limits)
+        return SearchService(await self.index(), self.repo, encoder)
+
+
+@asynccontextmanager
+async def open_services(
+    settings: Settings, *, observer: BatchObserver | None = None
+) -> AsyncIterator[Services]:
+    """Open the store (upgrading its schema) and describe the model; close all on exit."""
+    engine = create_store_engine(settings.database.url)
+    try:
+        await asyncio.to_thread(upgrade_schema, engine)
+        info = await asyncio.to_thread(describe_model, settings.model)
+        async with ModelRuntime(settings.model, info, observer=observer) as runtime:
+            yield Services(
+                settings=settings,
+                engine=engine,
+                repo=Repository(engine),
+                model=info,
+                runtime=runtime,
+                space=VectorSpace(info.model_id, info.dim),
+            )
+    finally:
+        engine.dispose()
+
+
+def _store_paths(settings: Settings) -> tuple[Path, ...]:
+    """Our own files, never to be indexed even when kept inside the library folder."""
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return (Path(url.database).parent,)
+    return ()

@@ -1,0 +1,100 @@
+"""A tiny random-weight SigLIP-style model folder, for tests and benchmarks that must not download.
+
+The folder has exactly the layout of a published open_clip model (`save_for_hf`): an
+`open_clip_config.json`, `open_clip_model.safetensors` and a Hugging Face tokenizer, so it loads
+through the same `local-dir:` code path as `hf-hub:timm/ViT-SO400M-14-SigLIP-384`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+_WORDS = (
+    "a an the of and with when you me my is on in at to cat cats dog dogs frog pepe drake "
+    "meme memes sunglasses wearing red green blue yellow black white cartoon photo screenshot "
+    "text happy sad angry surprised face man woman car house tree sky sea night day fire"
+).split()
+
+
+def tiny_model_config(
+    *, embed_dim: int = 32, image_size: int = 64, vocab_size: int, resize_mode: str = "squash"
+) -> dict[str, Any]:
+    """A SigLIP-shaped open_clip config: native ViT image tower, HF-tokenised text tower."""
+    return {
+        "embed_dim": embed_dim,
+        "init_logit_bias": -10,
+        "custom_text": True,
+        "vision_cfg": {
+            "image_size": image_size,
+            "patch_size": 16,
+            "width": 64,
+            "layers": 2,
+            "head_width": 32,
+            "mlp_ratio": 2,
+        },
+        "text_cfg": {
+            "context_length": 16,
+            "vocab_size": vocab_size,
+            "hf_tokenizer_name": "tiny-t5",
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+            "no_causal_mask": True,
+            "proj_bias": True,
+            "pool_type": "last",
+            "norm_kwargs": {"eps": 1e-6},
+        },
+        "_resize_mode": resize_mode,
+    }
+
+
+def build_tiny_model(
+    folder: Path,
+    *,
+    seed: int = 0,
+    embed_dim: int = 32,
+    image_size: int = 64,
+    resize_mode: str = "squash",
+) -> Path:
+    """Write a random-weight model to `folder` (about 1 MB, well under a second) and return it."""
+    import torch
+    from open_clip.model import CustomTextCLIP
+    from open_clip.push_to_hf_hub import save_for_hf
+    from transformers import T5Tokenizer
+
+    vocab = _vocabulary()
+    config = tiny_model_config(
+        embed_dim=embed_dim,
+        image_size=image_size,
+        vocab_size=len(vocab),
+        resize_mode=resize_mode,
+    )
+    resize = config.pop("_resize_mode")
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = CustomTextCLIP(**{k: v for k, v in config.items() if k != "custom_text"})
+    finally:
+        torch.random.set_rng_state(generator_state)
+    mean = std = (0.5, 0.5, 0.5)
+    model.visual.image_mean, model.visual.image_std = mean, std
+    model.visual.preprocess_cfg = {
+        "size": image_size,
+        "mean": mean,
+        "std": std,
+        "interpolation": "bicubic",
+        "resize_mode": resize,
+    }
+    tokenizer = T5Tokenizer(vocab=vocab, extra_ids=0)
+    save_for_hf(model, tokenizer, config, str(folder), safe_serialization=True)
+    return folder
+
+
+def _vocabulary() -> list[tuple[str, float]]:
+    """SentencePiece-style unigram pieces: whole words first, then characters as a fallback."""
+    pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + word, -float(i)) for i, word in enumerate(_WORDS)]
+    pieces += [(char, -50.0) for char in "abcdefghijklmnopqrstuvwxyz0123456789"]
+    pieces.append(("\u2581", -60.0))
+    return pieces

@@ -1,0 +1,116 @@
+"""Settings: file + environment, relative paths, and errors that name key, source and reason."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from memesearch.config import DEFAULT_MODEL, load_settings
+from memesearch.embed.model import describe_model
+from memesearch.errors import ConfigError, ModelLoadError
+from tests.conftest import write_config
+
+
+def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings(environ={})
+    assert settings.model.name == DEFAULT_MODEL
+    assert settings.model.device == "auto" and settings.model.precision == "auto"
+    assert settings.library.path == tmp_path / "memes"
+    assert settings.database.url == f"sqlite:///{tmp_path}/memesearch-data/memesearch.db"
+    assert settings.source == "defaults"
+
+
+def test_relative_paths_are_anchored_at_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "conf" / "model").mkdir(parents=True)
+    config = write_config(
+        tmp_path / "conf" / "config.toml",
+        {
+            "library": {"path": "../memes"},
+            "database": {"url": "sqlite:///state/db.sqlite"},
+            "model": {"name": "model"},
+        },
+    )
+    settings = load_settings(config, environ={})
+    assert settings.library.path == tmp_path / "memes"
+    assert settings.database.url == f"sqlite:///{tmp_path}/conf/state/db.sqlite"
+    assert settings.model.name == f"local-dir:{tmp_path}/conf/model"  # a plain folder
+    assert settings.source == str(config)
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", {"model": {"batch_size": 8, "device": "cpu"}})
+    settings = load_settings(
+        config,
+        environ={
+            "MEMESEARCH_MODEL__BATCH_SIZE": "64",
+            "MEMESEARCH_LIBRARY__EXTENSIONS": '["JPG", ".png"]',
+            "MEMESEARCH_SERVER__PORT": "9000",
+            "UNRELATED": "x",
+        },
+    )
+    assert settings.model.batch_size == 64 and settings.model.device == "cpu"
+    assert settings.library.extensions == (".jpg", ".png")
+    assert settings.server.port == 9000
+
+
+def test_config_file_chosen_by_environment(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "elsewhere.toml", {"server": {"port": 8123}})
+    settings = load_settings(environ={"MEMESEARCH_CONFIG": str(config)})
+    assert settings.server.port == 8123
+
+
+@pytest.mark.parametrize(
+    ("sections", "fragments"),
+    [
+        ({"model": {"batch_size": 0}}, ["model.batch_size", "greater than or equal to 1"]),
+        ({"model": {"device": "tpu"}}, ["model.device", "'auto', 'cpu', 'cuda' or 'cuda:N'"]),
+        ({"model": {"precision": "fp8"}}, ["model.precision", "'auto', 'fp32', 'fp16' or 'bf16'"]),
+        ({"server": {"port": "http"}}, ["server.port", "valid integer"]),
+        ({"database": {"url": "::not a url::"}}, ["database.url", "not a database URL"]),
+        ({"library": {"extensions": []}}, ["library.extensions", "at least one"]),
+        ({"modle": {"name": "x"}}, ["modle", "unknown key"]),
+        ({"index": {"kind": "magic"}}, ["index.kind", "'flat'"]),
+    ],
+)
+def test_bad_values_name_the_key_the_file_and_the_expectation(
+    tmp_path: Path, sections: dict[str, dict[str, object]], fragments: list[str]
+) -> None:
+    config = write_config(tmp_path / "config.toml", sections)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    message = str(caught.value)
+    assert str(config) in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="environment variable MEMESEARCH_MODEL__BATCH_SIZE"):
+        load_settings(environ={"MEMESEARCH_MODEL__BATCH_SIZE": "lots"})
+
+
+def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "missing.toml", environ={})
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[model\nname = ", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(broken, environ={})
+
+
+def test_the_shipped_example_config_is_valid(tmp_path: Path) -> None:
+    shipped = Path(__file__).resolve().parents[1] / "config.toml"
+    settings = load_settings(shipped, environ={})
+    assert settings.model.name == DEFAULT_MODEL
+
+
+def test_a_bare_architecture_name_is_refused_not_silently_random(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "config.toml", {"model": {"name": "ViT-B-16-SigLIP"}})
+    settings = load_settings(config, environ={})
+    with pytest.raises(ModelLoadError, match="random weights"):
+        describe_model(settings.model)
+    missing = load_settings(config, environ={"MEMESEARCH_MODEL__NAME": "local-dir:/nope"})
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        describe_model(missing.model)

@@ -1,0 +1,154 @@
+"""The real indexing pipeline on a real folder: changes, reuse, failures, model change."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from memesearch.config import Settings, load_settings
+from memesearch.db.models import FileState
+from memesearch.errors import LibraryError
+from tests.conftest import write_config
+from tests.corpus import make_corpus, write_image
+from tests.support import index_once, stored_rows
+
+
+@pytest.fixture
+def small_corpus(library: Path) -> list[str]:
+    return make_corpus(library, n_good=24).good
+
+
+def bump_mtime(path: Path, seconds: int = 10) -> None:
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 1_000_000_000))
+
+
+async def test_unchanged_library_costs_no_decoding_and_no_model_load(
+    settings: Settings, small_corpus: list[str]
+) -> None:
+    first = await index_once(settings)
+    assert first.report.added == len(small_corpus)
+    assert first.model_stats is not None and first.model_stats.images == len(small_corpus)
+
+    second = await index_once(settings)
+    assert second.report.decoded == 0
+    assert second.report.embedded == 0
+    assert second.model_stats is None  # weights were never loaded
+    assert second.report.unchanged == first.report.scanned
+    assert not second.report.changed
+
+
+async def test_add_modify_rename_copy_touch_delete_apply_exactly(
+    settings: Settings, library: Path, small_corpus: list[str]
+) -> None:
+    await index_once(settings)
+    before, before_vectors = await stored_rows(settings)
+    renamed_from, renamed_to = small_corpus[0], "renamed/" + Path(small_corpus[0]).name
+    (library / "renamed").mkdir()
+    os.rename(library / renamed_from, library / renamed_to)
+    copy = "copy of it" + Path(small_corpus[1]).suffix
+    shutil.copy(library / small_corpus[1], library / copy)
+    write_image(library / small_corpus[2], seed=999_001)
+    bump_mtime(library / small_corpus[2])
+    bump_mtime(library / small_corpus[3])  # touched: same bytes, new mtime
+    (library / small_corpus[4]).unlink()
+    write_image(library / "brand new.png", seed=999_002)
+
+    run = await index_once(settings)
+    report = run.report
+    assert (report.added, report.updated, report.renamed, report.copied) == (1, 1, 1, 1)
+    assert (report.touched, report.removed, report.failed) == (1, 1, [])
+    assert report.decoded == report.embedded == 2  # only the new and the modified file
+    assert run.model_stats is not None and run.model_stats.images == 2
+
+    after, after_vectors = await stored_rows(settings)
+    assert renamed_from not in after and small_corpus[4] not in after
+    assert after[renamed_to].id == before[renamed_from].id  # a rename keeps id and vector
+    old_vector = {v.file_id: v.vector for v in before_vectors}
+    new_vector = {v.file_id: v.vector for v in after_vectors}
+    assert new_vector[after[renamed_to].id] == old_vector[before[renamed_from].id]
+    assert new_vector[after[copy].id] == old_vector[before[small_corpus[1]].id]
+    assert new_vector[after[small_corpus[2]].id] != old_vector[before[small_corpus[2]].id]
+    ok_files = [row for row in after.values() if row.state is FileState.OK]
+    assert len(after_vectors) == len(ok_files) == len(small_corpus) + 1
+
+
+async def test_broken_files_are_recorded_and_retried_only_when_changed(
+    settings: Settings, library: Path
+) -> None:
+    write_image(library / "good.png", seed=1)
+    (library / "broken.jpg").write_bytes(b"not a jpeg at all")
+    first = await index_once(settings)
+    assert first.report.failed == [("broken.jpg", "not a recognised image format")]
+    files, _ = await stored_rows(settings)
+    assert files["broken.jpg"].state is FileState.FAILED
+
+    second = await index_once(settings)
+    assert second.report.decoded == 0 and second.report.failed == []
+
+    write_image(library / "broken.jpg", seed=2, fmt="JPEG")
+    third = await index_once(settings)
+    assert third.report.updated == 1 and third.report.failed == []
+    files, vectors = await stored_rows(settings)
+    assert files["broken.jpg"].state is FileState.OK and files["broken.jpg"].error is None
+    assert len(vectors) == 2
+
+
+async def test_a_file_that_breaks_loses_its_vector(settings: Settings, library: Path) -> None:
+    write_image(library / "a.png", seed=1)
+    write_image(library / "b.png", seed=2)
+    await index_once(settings)
+    (library / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    run = await index_once(settings)
+    assert [path for path, _ in run.report.failed] == ["a.png"]
+    files, vectors = await stored_rows(settings)
+    assert [v.file_id for v in vectors] == [files["b.png"].id]
+
+
+async def test_changing_the_model_re_embeds_everything_into_the_new_space(
+    settings: Settings, config_file: Path, other_model_dir: Path, small_corpus: list[str]
+) -> None:
+    await index_once(settings)
+    other = load_settings(
+        config_file, environ={"MEMESEARCH_MODEL__NAME": f"local-dir:{other_model_dir}"}
+    )
+    run = await index_once(other)
+    assert run.report.embedded == len(small_corpus)
+    assert run.report.updated == len(small_corpus)
+    assert run.report.unchanged == run.report.scanned - len(small_corpus)  # the broken files
+    _, vectors = await stored_rows(other)
+    assert len(vectors) == len(small_corpus)
+    assert {(v.model_id.split("#")[0], v.dim) for v in vectors} == {
+        (f"local-dir:{other_model_dir}", 24)
+    }
+    assert (await index_once(other)).report.embedded == 0
+
+
+async def test_missing_library_changes_nothing(settings: Settings, library: Path) -> None:
+    write_image(library / "a.png", seed=1)
+    await index_once(settings)
+    shutil.rmtree(library)
+    with pytest.raises(LibraryError, match="cannot be read"):
+        await index_once(settings)
+    files, vectors = await stored_rows(settings)
+    assert list(files) == ["a.png"] and len(vectors) == 1
+
+
+async def test_symlink_loops_and_unreadable_folders_do_not_hang_or_abort(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    write_image(library / "inside" / "a.png", seed=1)
+    os.symlink(library, library / "inside" / "loop")
+    config = write_config(
+        tmp_path / "follow.toml",
+        {
+            "library": {"path": str(library), "follow_symlinks": True},
+            "database": {"url": f"sqlite:///{tmp_path / 'follow.db'}"},
+            "model": {"name": str(tiny_model_dir)},
+        },
+    )
+    run = await index_once(load_settings(config, environ={}))
+    assert run.report.added == 1
