@@ -20,6 +20,14 @@ from memesearch.testing import build_tiny_model  # noqa: E402
 SettingsFactory = Callable[..., Settings]
 
 
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings must come from what each test says, not from the developer's shell."""
+    for name in list(os.environ):
+        if name.startswith("MEMESEARCH_"):
+            monkeypatch.delenv(name)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight SigLIP-style model folder, loaded via `local-dir:` like a real one."""
@@ -78,4 +86,4 @@ def config_file(tmp_path: Path, library: Path, tiny_model_dir: Path) -> Path:
 @pytest.fixture
 def settings(config_file: Path) -> Settings:
     """Settings loaded from `config_file` through the real loader."""
-    return load_settings(config_file, environ={})
+    return load_settings(config_file)

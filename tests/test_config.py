@@ -14,12 +14,11 @@ from tests.conftest import write_config
 
 def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    settings = load_settings(environ={})
+    settings = load_settings()
     assert settings.model.name == DEFAULT_MODEL
     assert settings.model.device == "auto" and settings.model.precision == "auto"
     assert settings.library.path == tmp_path / "memes"
     assert settings.database.url == f"sqlite:///{tmp_path}/memesearch-data/memesearch.db"
-    assert settings.source == "defaults"
 
 
 def test_relative_paths_are_anchored_at_the_config_file(tmp_path: Path) -> None:
@@ -32,32 +31,27 @@ def test_relative_paths_are_anchored_at_the_config_file(tmp_path: Path) -> None:
             "model": {"name": "model"},
         },
     )
-    settings = load_settings(config, environ={})
+    settings = load_settings(config)
     assert settings.library.path == tmp_path / "memes"
     assert settings.database.url == f"sqlite:///{tmp_path}/conf/state/db.sqlite"
     assert settings.model.name == f"local-dir:{tmp_path}/conf/model"  # a plain folder
-    assert settings.source == str(config)
 
 
-def test_environment_overrides_the_file(tmp_path: Path) -> None:
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_config(tmp_path / "config.toml", {"model": {"batch_size": 8, "device": "cpu"}})
-    settings = load_settings(
-        config,
-        environ={
-            "MEMESEARCH_MODEL__BATCH_SIZE": "64",
-            "MEMESEARCH_LIBRARY__EXTENSIONS": '["JPG", ".png"]',
-            "MEMESEARCH_SERVER__PORT": "9000",
-            "UNRELATED": "x",
-        },
-    )
+    monkeypatch.setenv("MEMESEARCH_MODEL__BATCH_SIZE", "64")
+    monkeypatch.setenv("MEMESEARCH_LIBRARY__EXTENSIONS", '["JPG", ".png"]')
+    monkeypatch.setenv("MEMESEARCH_SERVER__PORT", "9000")
+    settings = load_settings(config)
     assert settings.model.batch_size == 64 and settings.model.device == "cpu"
     assert settings.library.extensions == (".jpg", ".png")
     assert settings.server.port == 9000
 
 
-def test_config_file_chosen_by_environment(tmp_path: Path) -> None:
+def test_config_file_chosen_by_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = write_config(tmp_path / "elsewhere.toml", {"server": {"port": 8123}})
-    settings = load_settings(environ={"MEMESEARCH_CONFIG": str(config)})
+    monkeypatch.setenv("MEMESEARCH_CONFIG", str(config))
+    settings = load_settings()
     assert settings.server.port == 8123
 
 
@@ -79,38 +73,49 @@ def test_bad_values_name_the_key_the_file_and_the_expectation(
 ) -> None:
     config = write_config(tmp_path / "config.toml", sections)
     with pytest.raises(ConfigError) as caught:
-        load_settings(config, environ={})
+        load_settings(config)
     message = str(caught.value)
     assert str(config) in message
     for fragment in fragments:
         assert fragment in message
 
 
-def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
+def test_bad_environment_value_names_the_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MEMESEARCH_MODEL__BATCH_SIZE", "lots")
     with pytest.raises(ConfigError, match="environment variable MEMESEARCH_MODEL__BATCH_SIZE"):
-        load_settings(environ={"MEMESEARCH_MODEL__BATCH_SIZE": "lots"})
+        load_settings()
+    monkeypatch.setenv("MEMESEARCH_MODEL__BATCH_SIZE", "8")
+    monkeypatch.setenv("MEMESEARCH_MODEL__BATHSIZE", "8")
+    with pytest.raises(ConfigError, match="model.bathsize .*unknown key"):
+        load_settings()
 
 
 def test_unreadable_or_invalid_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
-        load_settings(tmp_path / "missing.toml", environ={})
+        load_settings(tmp_path / "missing.toml")
     broken = tmp_path / "broken.toml"
     broken.write_text("[model\nname = ", encoding="utf-8")
     with pytest.raises(ConfigError, match="not valid TOML"):
-        load_settings(broken, environ={})
+        load_settings(broken)
 
 
 def test_the_shipped_example_config_is_valid(tmp_path: Path) -> None:
     shipped = Path(__file__).resolve().parents[1] / "config.toml"
-    settings = load_settings(shipped, environ={})
+    settings = load_settings(shipped)
     assert settings.model.name == DEFAULT_MODEL
 
 
-def test_a_bare_architecture_name_is_refused_not_silently_random(tmp_path: Path) -> None:
+def test_a_bare_architecture_name_is_refused_not_silently_random(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = write_config(tmp_path / "config.toml", {"model": {"name": "ViT-B-16-SigLIP"}})
-    settings = load_settings(config, environ={})
+    settings = load_settings(config)
     with pytest.raises(ModelLoadError, match="random weights"):
         describe_model(settings.model)
-    missing = load_settings(config, environ={"MEMESEARCH_MODEL__NAME": "local-dir:/nope"})
+    monkeypatch.setenv("MEMESEARCH_MODEL__NAME", "local-dir:/nope")
+    missing = load_settings(config)
     with pytest.raises(ModelLoadError, match="does not exist"):
         describe_model(missing.model)

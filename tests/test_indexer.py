@@ -11,6 +11,8 @@ import pytest
 from memesearch.config import Settings, load_settings
 from memesearch.db.models import FileState
 from memesearch.errors import LibraryError
+from memesearch.query import Term
+from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus, write_image
 from tests.support import index_once, stored_rows
@@ -109,12 +111,15 @@ async def test_a_file_that_breaks_loses_its_vector(settings: Settings, library: 
 
 
 async def test_changing_the_model_re_embeds_everything_into_the_new_space(
-    settings: Settings, config_file: Path, other_model_dir: Path, small_corpus: list[str]
+    settings: Settings,
+    config_file: Path,
+    other_model_dir: Path,
+    small_corpus: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     await index_once(settings)
-    other = load_settings(
-        config_file, environ={"MEMESEARCH_MODEL__NAME": f"local-dir:{other_model_dir}"}
-    )
+    monkeypatch.setenv("MEMESEARCH_MODEL__NAME", f"local-dir:{other_model_dir}")
+    other = load_settings(config_file)
     run = await index_once(other)
     assert run.report.embedded == len(small_corpus)
     assert run.report.updated == len(small_corpus)
@@ -150,5 +155,28 @@ async def test_symlink_loops_and_unreadable_folders_do_not_hang_or_abort(
             "model": {"name": str(tiny_model_dir)},
         },
     )
-    run = await index_once(load_settings(config, environ={}))
+    run = await index_once(load_settings(config))
     assert run.report.added == 1
+
+
+async def test_a_live_index_is_updated_in_place_without_a_rebuild(
+    settings: Settings, library: Path
+) -> None:
+    for i in range(5):
+        write_image(library / f"m{i}.png", seed=i)
+    await index_once(settings)
+    async with open_services(settings) as services:
+        index = await services.index()
+        search = await services.search_service()
+        assert len(index) == 5
+        (library / "m0.png").unlink()
+        write_image(library / "fresh.png", seed=77)
+        await (await services.indexer()).run()
+        assert await services.index() is index  # the same object, changed in place
+        files, _ = await stored_rows(settings)
+        assert sorted(int(i) for i in index.ids()) == sorted(
+            row.id for row in files.values() if row.state is FileState.OK
+        )
+        page = await search.search([Term.image((library / "fresh.png").read_bytes())], k=10)
+        assert page.hits[0].path == "fresh.png"
+        assert "m0.png" not in {hit.path for hit in page.hits}

@@ -70,7 +70,7 @@ def indexed(
             "indexer": {"workers": 2},
         },
     )
-    settings = load_settings(config, environ={})
+    settings = load_settings(config)
     asyncio.run(index_once(settings))
     return settings, good, Reference(tiny_model_dir, library, good)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from memesearch.errors import ConfigError
@@ -113,8 +112,12 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
 
 
-class Settings(_Section):
+class Settings(BaseSettings):
     """Every setting of memesearch; build it with `load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
 
     library: LibrarySettings = LibrarySettings()
     database: DatabaseSettings = DatabaseSettings()
@@ -122,7 +125,18 @@ class Settings(_Section):
     index: IndexSettings = IndexSettings()
     indexer: IndexerSettings = IndexerSettings()
     server: ServerSettings = ServerSettings()
-    source: str = Field(default="defaults", exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The config file's values arrive as init values; the environment overrides them."""
+        return env_settings, init_settings
 
     def resolved(self, base_dir: Path) -> Settings:
         """A copy whose relative paths are anchored at `base_dir`, the config file's folder."""
@@ -162,30 +176,25 @@ def _anchor_model_name(name: str, base_dir: Path) -> str:
     return "local-dir:" + str(candidate) if candidate.is_dir() else name
 
 
-def config_path_from(explicit: Path | None, environ: Mapping[str, str]) -> Path | None:
+def config_path_from(explicit: Path | None) -> Path | None:
     """The config file: `--config`, else `$MEMESEARCH_CONFIG`, else `./config.toml` if present."""
     if explicit is not None:
         return explicit
-    if environ.get(CONFIG_ENV):
-        return Path(environ[CONFIG_ENV])
+    if os.environ.get(CONFIG_ENV):
+        return Path(os.environ[CONFIG_ENV])
     return DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None
 
 
-def load_settings(
-    path: Path | None = None, *, environ: Mapping[str, str] | None = None
-) -> Settings:
+def load_settings(path: Path | None = None) -> Settings:
     """Read the config file, apply environment overrides, validate, and anchor relative paths."""
-    environ = os.environ if environ is None else environ
-    config_path = config_path_from(path, environ)
+    config_path = config_path_from(path)
     file_data = _read_toml(config_path) if config_path is not None else {}
-    env_data = _env_overrides(environ)
     try:
-        settings = Settings.model_validate(_deep_merge(file_data, env_data))
+        settings = Settings(**file_data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, config_path, env_data)) from exc
+        raise ConfigError(_describe(exc, config_path)) from exc
     base_dir = config_path.resolve().parent if config_path is not None else Path.cwd()
-    source = str(config_path) if config_path is not None else "defaults"
-    return settings.resolved(base_dir).model_copy(update={"source": source})
+    return settings.resolved(base_dir)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -200,46 +209,14 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
 
 
-def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    """`MEMESEARCH_MODEL__BATCH_SIZE=64` → {"model": {"batch_size": "64"}}; JSON lists allowed."""
-    overrides: dict[str, Any] = {}
-    for key, raw in environ.items():
-        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV or "__" not in key:
-            continue
-        parts = key.removeprefix(ENV_PREFIX).lower().split("__")
-        node = overrides
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = _env_value(raw)
-    return overrides
-
-
-def _env_value(raw: str) -> Any:
-    if raw.strip().startswith(("[", "{")):
-        try:
-            return json.loads(raw)
-        except json.JSONDecodeError:
-            return raw
-    return raw
-
-
-def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _describe(exc: ValidationError, path: Path | None, env_data: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, path: Path | None) -> str:
     lines = ["invalid configuration:"]
     for error in exc.errors():
         loc = [str(part) for part in error["loc"]]
         key = ".".join(loc)
-        if _in_env(env_data, loc):
-            where = f"environment variable {ENV_PREFIX}{'__'.join(loc).upper()}"
+        variable = ENV_PREFIX + "__".join(loc).upper()
+        if variable in os.environ:
+            where = f"environment variable {variable}"
         else:
             where = str(path) if path is not None else "defaults"
         message = error["msg"].removeprefix("Value error, ")
@@ -247,12 +224,3 @@ def _describe(exc: ValidationError, path: Path | None, env_data: dict[str, Any])
             message = "unknown key"
         lines.append(f"  {key} ({where}): {message}; got {error.get('input')!r}")
     return "\n".join(lines)
-
-
-def _in_env(env_data: dict[str, Any], loc: list[str]) -> bool:
-    node: Any = env_data
-    for part in loc:
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
