@@ -43,8 +43,23 @@ def test_remove_and_re_add_in_place() -> None:
 def test_empty_index_and_bad_shapes() -> None:
     index = VectorIndex(8)
     scores, found = index.search(np.ones(8, np.float32), 5)
-    assert found.shape == (1, 5) and (found == -1).all()
+    assert found.shape == (1, 0) and scores.shape == (1, 0)
     with pytest.raises(ValueError, match="dimension 8"):
         index.add([1], np.ones((1, 7), np.float32))
     with pytest.raises(ValueError, match="2 ids for 1 vectors"):
         index.add([1, 2], np.ones((1, 8), np.float32))
+
+
+def test_allowed_ids_restrict_the_search() -> None:
+    rng = np.random.default_rng(2)
+    vectors = unit(rng, 50, 16)
+    index = VectorIndex(16)
+    index.add(np.arange(100, 150), vectors)
+    allowed = np.array([103, 110, 149, 999])
+    scores, found = index.search(vectors[3], 10, allowed=allowed)
+    assert found[0, 0] == 103
+    assert set(found[0][found[0] >= 0]) <= {103, 110, 149}
+    expected = sorted(((vectors[3] @ vectors[i - 100]), i) for i in (103, 110, 149))[::-1]
+    assert [i for _, i in expected] == found[0][:3].tolist()
+    _, none = index.search(vectors[3], 10, allowed=np.array([], np.int64))
+    assert none.shape == (1, 0)

@@ -178,3 +178,16 @@ async def test_another_models_vectors_are_never_searched(indexed, other_model_di
     )
     page = await search(other, [Term.text("cat")])
     assert page.hits == [] and page.total_indexed == 0
+
+
+async def test_concurrent_searches_share_faiss_scans(indexed) -> None:
+    settings, _, _ = indexed
+    async with open_services(settings) as services:
+        service = await services.search_service()
+        before = service.scans
+        pages = await asyncio.gather(
+            *(service.search([Term.text(text)], k=5) for text in TEXTS * 4)
+        )
+        assert service.scans - before < len(pages)  # 16 queries, fewer FAISS scans
+        solo = await service.search([Term.text(TEXTS[1])], k=5)
+    assert [h.id for h in pages[1].hits] == [h.id for h in solo.hits]

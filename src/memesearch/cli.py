@@ -158,6 +158,31 @@ async def _status(settings: Settings, *, with_failures: bool) -> dict[str, Any]:
 
 
 @app.command()
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind ([server] host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port ([server] port).", min=1)] = None,
+) -> None:
+    """Run the web UI and REST API; indexes in the background and stays up to date."""
+    import uvicorn
+
+    from memesearch.web.app import create_app
+
+    settings = _settings(config)
+    server = settings.server
+    _guard(
+        lambda: uvicorn.run(
+            create_app(settings),
+            host=host or server.host,
+            port=port or server.port,
+            log_level="info",
+            proxy_headers=True,
+            timeout_graceful_shutdown=10,
+        )
+    )
+
+
+@app.command()
 def migrate(config: ConfigOption = None) -> None:
     """Upgrade the database schema (every other command does this too)."""
     settings = _settings(config)

@@ -105,11 +105,24 @@ class IndexerSettings(_Section):
         return self.workers or max(1, os.cpu_count() or 1)
 
 
+class ThumbnailSettings(_Section):
+    """Thumbnails made at index time, kept in a cache folder keyed by content hash."""
+
+    folder: Path = Path("memesearch-data/thumbnails")
+    width: int = Field(default=512, ge=32, le=4096)
+    format: Literal["webp", "avif"] = "webp"
+    quality: int = Field(default=80, ge=1, le=100)
+
+
 class ServerSettings(_Section):
-    """Where `memesearch serve` listens."""
+    """Where `memesearch serve` listens, and how much a request may carry."""
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    max_body_mb: float = Field(default=25.0, gt=0)
+    max_terms: int = Field(default=16, ge=1, le=256)
+    search_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    upload_cache_mb: float = Field(default=256.0, ge=0)
 
 
 class Settings(BaseSettings):
@@ -124,6 +137,7 @@ class Settings(BaseSettings):
     model: ModelSettings = ModelSettings()
     index: IndexSettings = IndexSettings()
     indexer: IndexerSettings = IndexerSettings()
+    thumbnails: ThumbnailSettings = ThumbnailSettings()
     server: ServerSettings = ServerSettings()
 
     @classmethod
@@ -144,9 +158,13 @@ class Settings(BaseSettings):
         model_updates: dict[str, Any] = {"name": _anchor_model_name(self.model.name, base_dir)}
         if self.model.cache_dir is not None:
             model_updates["cache_dir"] = _anchor(self.model.cache_dir, base_dir)
+        thumbnails = self.thumbnails.model_copy(
+            update={"folder": _anchor(self.thumbnails.folder, base_dir)}
+        )
         return self.model_copy(
             update={
                 "library": library,
+                "thumbnails": thumbnails,
                 "database": DatabaseSettings(url=_anchor_sqlite(self.database.url, base_dir)),
                 "model": self.model.model_copy(update=model_updates),
             }

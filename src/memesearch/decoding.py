@@ -19,6 +19,7 @@ from memesearch.imaging import (
     FileVanishedError,
     PreparedImage,
     PreprocessSpec,
+    ThumbnailSpec,
     hash_file,
     prepare_file,
 )
@@ -33,11 +34,11 @@ class JobFailure:
 
 
 def prepare_job(
-    path: str, spec: PreprocessSpec, limits: DecodeLimits
+    path: str, spec: PreprocessSpec, limits: DecodeLimits, thumbnails: ThumbnailSpec | None
 ) -> PreparedImage | JobFailure:
-    """Runs in a worker process: decode and preprocess one file, never raising for bad input."""
+    """Runs in a worker process: decode, preprocess and thumbnail one file; never raises."""
     try:
-        return prepare_file(path, spec, limits)
+        return prepare_file(path, spec, limits, thumbnails)
     except FileVanishedError as exc:
         return JobFailure(str(exc), vanished=True)
     except ImageDecodeError as exc:
@@ -86,13 +87,19 @@ class DecodePool:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
     def prepare(
-        self, path: Path, spec: PreprocessSpec, limits: DecodeLimits
+        self,
+        path: Path,
+        spec: PreprocessSpec,
+        limits: DecodeLimits,
+        thumbnails: ThumbnailSpec | None,
     ) -> Awaitable[PreparedImage | JobFailure]:
         """Decode one file in a worker process."""
         if self._executor is None:
             raise RuntimeError("DecodePool used outside its context")
         loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, prepare_job, os.fspath(path), spec, limits)
+        return loop.run_in_executor(
+            self._executor, prepare_job, os.fspath(path), spec, limits, thumbnails
+        )
 
 
 async def bounded_map(

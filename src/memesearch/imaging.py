@@ -1,15 +1,18 @@
-"""Decode and preprocess images for the model in spawn workers: no torch, bad files fail cleanly."""
+"""Decode images for the model and thumbnails in spawn workers: no torch, bad files fail cleanly."""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import struct
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
+from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeGuard
 
 import numpy as np
@@ -39,6 +42,8 @@ SUPPORTED_FORMATS: Final = (
     "TGA",
 )
 
+THUMBNAIL_FORMATS: Final = ("WEBP", "AVIF")
+
 _CHUNK: Final = 1024 * 1024
 _MIB: Final = 1024 * 1024
 _WHITE: Final = (255, 255, 255)
@@ -55,6 +60,13 @@ _ORIENTATION_TRANSPOSE: Final = {
     8: Image.Transpose.ROTATE_90,
 }
 _SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
+# What every current browser shows in an <img>; an MPO is a JPEG with more pictures appended.
+_BROWSER_FORMATS: Final = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF"})
+# Modes whose ICC profile (if any) describes RGB, so it still fits the converted thumbnail.
+_RGB_PROFILE_MODES: Final = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
+# WebP cannot encode a longer side; a hairline strip is shrunk to fit rather than left without.
+_MAX_THUMBNAIL_SIDE: Final = 16383
+_HEX_DIGEST: Final = re.compile(r"[0-9a-f]{2,128}")
 # Above this many times the model input, a keep-ratio resize only resizes the part that survives
 # the crop: a 1x100000 strip would otherwise be upscaled to gigapixels before being cropped.
 _FULL_RESIZE_MAX_FACTOR: Final = 64
@@ -76,6 +88,7 @@ _PILLOW_ERRORS: Final[tuple[type[BaseException], ...]] = (
     Warning,
 )
 _METADATA_ERRORS: Final[tuple[type[BaseException], ...]] = (*_PILLOW_ERRORS, MemoryError)
+_THUMBNAIL_ERRORS: Final[tuple[type[BaseException], ...]] = (ImageDecodeError, *_PILLOW_ERRORS)
 _BOMB_LIMIT_LOCK = threading.Lock()
 
 Pixels: TypeAlias = npt.NDArray[np.uint8]
@@ -137,6 +150,44 @@ class DecodeLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class ThumbnailSpec:
+    """Where and how the indexer writes thumbnails, one file per content hash."""
+
+    folder: Path  # cache root; files live at folder / hash[:2] / f"{hash}.{extension}"
+    width: int = 512  # the most a thumbnail is wide; never upscaled, the height keeps the aspect
+    format: str = "WEBP"  # one of THUMBNAIL_FORMATS that this Pillow build can encode
+    quality: int = 80
+
+    def __post_init__(self) -> None:
+        """Reject sizes and qualities the encoders refuse, and formats this Pillow cannot write."""
+        if not _is_positive_int(self.width):
+            raise ValueError(f"thumbnail width must be a positive integer, got {self.width!r}")
+        if not _is_int(self.quality) or not 0 <= self.quality <= 100:
+            raise ValueError(f"thumbnail quality must be an integer 0-100, got {self.quality!r}")
+        if self.format not in THUMBNAIL_FORMATS:
+            raise ValueError(
+                f"thumbnail format must be one of {THUMBNAIL_FORMATS}, got {self.format!r}"
+            )
+        if self.format not in (supported := thumbnail_supported_formats()):
+            raise ValueError(
+                f"this Pillow build cannot encode {self.format} thumbnails; "
+                f"it can encode: {', '.join(supported) or 'none of them'}"
+            )
+
+    @property
+    def extension(self) -> str:
+        """File extension of the thumbnails: "webp" or "avif"."""
+        return self.format.lower()
+
+    def path_for(self, content_hash: str) -> Path:
+        """Where the thumbnail of the image with this content hash lives."""
+        # The hash becomes part of a path, so anything but a hex digest could escape the folder.
+        if not isinstance(content_hash, str) or not _HEX_DIGEST.fullmatch(content_hash):
+            raise ValueError(f"not a content hash: {content_hash!r}")
+        return self.folder / content_hash[:2] / f"{content_hash}.{self.extension}"
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedImage:
     """One decoded image, ready for the model, plus what the index records about it."""
 
@@ -145,6 +196,15 @@ class PreparedImage:
     height: int
     format: str  # Pillow format name
     pixels: Pixels  # uint8 (spec.size[0], spec.size[1], 3), C-contiguous
+    thumbnail: str | None = None  # extension of the thumbnail on disk; None: serve the original
+    thumbnail_error: str | None = None  # why no thumbnail could be written, for the log
+
+
+@cache
+def thumbnail_supported_formats() -> tuple[str, ...]:
+    """Which of THUMBNAIL_FORMATS this Pillow build can encode."""
+    Image.init()
+    return tuple(name for name in THUMBNAIL_FORMATS if name in Image.SAVE)
 
 
 def content_hash(data: bytes) -> str:
@@ -192,13 +252,13 @@ def open_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     return image
 
 
-def load_image(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
-    """Decode frame 0 in place, at a reduced JPEG scale that still covers the model input."""
+def load_image(image: Image.Image, spec: PreprocessSpec, thumbnail_width: int = 0) -> Image.Image:
+    """Decode frame 0 in place, at a reduced JPEG scale that still covers model and thumbnail."""
     with _decode_errors("image is truncated or corrupt"):
         if image.format in ("JPEG", "MPO"):
             # A square box of the longest target side keeps both decoded sides at least that
             # long, whatever the resize mode and whatever the EXIF orientation.
-            side = max(spec.size)
+            side = max(*spec.size, thumbnail_width)
             image.draft("RGB", (side, side))
         image.load()
     return image
@@ -234,26 +294,44 @@ def resize_for_model(image: Image.Image, spec: PreprocessSpec) -> Pixels:
     return np.array(out, dtype=np.uint8)
 
 
-def prepare_bytes(data: bytes, spec: PreprocessSpec, limits: DecodeLimits) -> PreparedImage:
-    """Hash, decode and preprocess one encoded image held in memory."""
+def prepare_bytes(
+    data: bytes,
+    spec: PreprocessSpec,
+    limits: DecodeLimits,
+    thumbnails: ThumbnailSpec | None = None,
+) -> PreparedImage:
+    """Hash, decode and preprocess one encoded image held in memory; thumbnail it if asked."""
     _check_file_size(len(data), limits)
     digest = content_hash(data)
+    thumbnail = error = None
+    if thumbnails is not None and os.path.exists(thumbnails.path_for(digest)):
+        # Renames and copies of known content reuse what is on disk, and need no bigger decode.
+        thumbnail, thumbnails = thumbnails.extension, None
     with open_image(data, limits) as image:
         (width, height), image_format = image.size, image.format or "UNKNOWN"
-        load_image(image, spec)
+        load_image(image, spec, thumbnails.width if thumbnails else 0)
         orientation = exif_orientation(image)
         with _decode_errors("image could not be processed"):
-            pixels = resize_for_model(_upright(image, orientation), spec)
+            upright = _upright(image, orientation)
+            pixels = resize_for_model(upright, spec)
+        if thumbnails is not None:
+            # Served untouched, the original must look the same: browsers differ on EXIF.
+            serves_itself = image_format in _BROWSER_FORMATS and orientation == 1
+            original = data if serves_itself and width <= thumbnails.width else None
+            thumbnail, error = _write_thumbnail(upright, thumbnails, digest, original)
     if orientation in _SWAPS_AXES:
         width, height = height, width
-    return PreparedImage(digest, width, height, image_format, pixels)
+    return PreparedImage(digest, width, height, image_format, pixels, thumbnail, error)
 
 
 def prepare_file(
-    path: str | os.PathLike[str], spec: PreprocessSpec, limits: DecodeLimits
+    path: str | os.PathLike[str],
+    spec: PreprocessSpec,
+    limits: DecodeLimits,
+    thumbnails: ThumbnailSpec | None = None,
 ) -> PreparedImage:
-    """Read, hash, decode and preprocess one image file."""
-    return prepare_bytes(read_file(path, limits), spec, limits)
+    """Read, hash, decode and preprocess one image file; thumbnail it if asked."""
+    return prepare_bytes(read_file(path, limits), spec, limits, thumbnails)
 
 
 def exif_orientation(image: Image.Image) -> int:
@@ -275,12 +353,85 @@ def _upright(image: Image.Image, orientation: int) -> Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def _composite_on_white(image: Image.Image) -> Image.Image:
-    """Flatten any kind of transparency onto a white background."""
+def _write_thumbnail(
+    image: Image.Image, thumbnails: ThumbnailSpec, digest: str, original: bytes | None
+) -> tuple[str | None, str | None]:
+    """Write the thumbnail unless `original` (fit to serve as is) weighs no more: (ext, error)."""
+    try:
+        encoded = _encode_thumbnail(image, thumbnails)
+    except MemoryError:
+        return None, "cannot make thumbnail: not enough memory"
+    except _THUMBNAIL_ERRORS as exc:
+        return None, f"cannot make thumbnail: {str(exc).strip() or type(exc).__name__}"
+    if original is not None and len(original) <= len(encoded):
+        return None, None
+    target = thumbnails.path_for(digest)
+    try:
+        _write_atomically(target, encoded)
+    except OSError as exc:
+        return None, f"cannot write thumbnail {target}: {exc.strerror or exc}"
+    return thumbnails.extension, None
+
+
+def _encode_thumbnail(image: Image.Image, thumbnails: ThumbnailSpec) -> bytes:
+    """The encoded thumbnail of a decoded, upright image."""
+    shrunk = _shrink(_to_display_mode(image), thumbnails.width)
+    profile = image.info.get("icc_profile")
+    # A grey or CMYK profile would misdescribe the converted pixels; an RGB one keeps P3 photos
+    # from looking washed out. EXIF is left out: the pixels are already upright.
+    options: dict[str, Any] = {
+        "quality": thumbnails.quality,
+        "icc_profile": profile if image.mode in _RGB_PROFILE_MODES else None,
+    }
+    if thumbnails.format == "AVIF":
+        options["max_threads"] = 1  # the worker pool is the parallelism already
+    buffer = BytesIO()
+    shrunk.save(buffer, thumbnails.format, **options)
+    return buffer.getvalue()
+
+
+def _to_display_mode(image: Image.Image) -> Image.Image:
+    """8-bit RGB, or RGBA when the image has any transparency."""
+    if image.mode in _WIDE_GREY_MODES or image.mode == "F" or not image.has_transparency_data:
+        return to_rgb(image)
+    return _to_rgba(image)
+
+
+def _shrink(image: Image.Image, width: int) -> Image.Image:
+    """The image at most `width` wide, never upscaled, keeping its aspect ratio."""
+    scale = min(1.0, width / image.width, _MAX_THUMBNAIL_SIDE / image.height)
+    if scale == 1.0:
+        return image
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+def _write_atomically(target: Path, data: bytes) -> None:
+    """Write `data` to `target` through a temporary file, so readers never see half a file."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Two workers may write the same content at once; each needs its own temporary name.
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            file.write(data)
+        os.replace(temporary, target)
+    except BaseException:
+        with suppress(OSError):
+            temporary.unlink()
+        raise
+
+
+def _to_rgba(image: Image.Image) -> Image.Image:
+    """RGBA version of an image with transparency."""
     if image.mode in _PREMULTIPLIED:
         # Pillow cannot convert "La" straight to RGBA; undo the premultiplication first.
         image = image.convert(_PREMULTIPLIED[image.mode])
-    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
+    return image if image.mode == "RGBA" else image.convert("RGBA")
+
+
+def _composite_on_white(image: Image.Image) -> Image.Image:
+    """Flatten any kind of transparency onto a white background."""
+    rgba = _to_rgba(image)
     background = Image.new("RGB", rgba.size, _WHITE)
     background.paste(rgba, (0, 0), rgba)
     return background

@@ -66,15 +66,25 @@ class VectorIndex:
                 self._gpu = None
             return removed
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k (scores [m, k], ids [m, k]) per query row; missing slots have id -1."""
+    def search(
+        self, queries: np.ndarray, k: int, *, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k (scores [m, k'], ids [m, k']) per query row, k' = min(k, size); ids -1 pad.
+
+        `allowed` restricts the search to those ids (a FAISS selector, evaluated in the scan).
+        """
         matrix = self._as_matrix(queries)
         with self._lock:
-            total = int(self._cpu.ntotal)
+            total = int(self._cpu.ntotal) if allowed is None else min(len(allowed), len(self))
             if total == 0 or k <= 0:
-                shape = (matrix.shape[0], max(k, 0))
+                shape = (matrix.shape[0], 0)
                 return np.zeros(shape, np.float32), np.full(shape, -1, np.int64)
-            scores, ids = self._searcher().search(matrix, min(k, total))
+            if allowed is None:
+                return self._searcher().search(matrix, min(k, total))  # type: ignore[no-any-return]
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            params = faiss.SearchParameters()
+            params.sel = selector
+            scores, ids = self._cpu.search(matrix, min(k, total), params=params)
         return scores, ids
 
     def ids(self) -> np.ndarray:

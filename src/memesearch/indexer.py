@@ -25,7 +25,7 @@ from memesearch.db.repo import (
 from memesearch.decoding import DecodePool, JobFailure, bounded_map, hash_job
 from memesearch.embed.batcher import Priority
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits, PreparedImage
+from memesearch.imaging import DecodeLimits, PreparedImage, ThumbnailSpec
 from memesearch.index import VectorIndex
 from memesearch.scan import FileInfo, ScanOptions, scan_library
 
@@ -88,6 +88,7 @@ class Indexer:
         runtime: ModelRuntime,
         *,
         limits: DecodeLimits,
+        thumbnails: ThumbnailSpec | None = None,
         index: VectorIndex | None = None,
         exclude: tuple[Path, ...] = (),
     ) -> None:
@@ -105,6 +106,7 @@ class Indexer:
             exclude=exclude,
         )
         self._limits = limits
+        self._thumbnails = thumbnails
 
     async def run(self, progress: ProgressCallback | None = None) -> IndexReport:
         """One full pass; a bad file is recorded and skipped, never fatal."""
@@ -121,6 +123,7 @@ class Indexer:
         await self._apply_reuse(resolution, diff, report)
         new_paths = {info.path for info in resolution.to_embed if info.path not in stored}
         await self._embed(resolution.to_embed, new_paths, report, notify)
+        await self._drop_orphan_thumbnails(diff, resolution, stored)
         report.seconds = time.perf_counter() - started
         notify(Progress(Phase.DONE, report.scanned, report.scanned))
         return report
@@ -187,7 +190,8 @@ class Indexer:
             batch: list[tuple[FileInfo, PreparedImage | JobFailure]] = []
 
             def decode(info: FileInfo) -> asyncio.Future[PreparedImage | JobFailure]:
-                return asyncio.ensure_future(pool.prepare(self._abs(info), spec, self._limits))
+                job = pool.prepare(self._abs(info), spec, self._limits, self._thumbnails)
+                return asyncio.ensure_future(job)
 
             limit = workers * 2 + batch_size
             async for info, outcome in bounded_map(decode, files, limit=limit):
@@ -218,6 +222,9 @@ class Indexer:
         report: IndexReport,
     ) -> None:
         good = [(info, out) for info, out in batch if isinstance(out, PreparedImage)]
+        for info, prepared in good:
+            if prepared.thumbnail_error:
+                log.warning("no thumbnail for %s: %s", info.path, prepared.thumbnail_error)
         failed = [
             FailedFile(info=info, reason=out.reason)
             for info, out in batch
@@ -255,6 +262,22 @@ class Indexer:
         )
         report.failed.extend((item.info.path, item.reason) for item in failed)
         await self._update_index(delta)
+
+    async def _drop_orphan_thumbnails(
+        self, diff: ScanDiff, resolution: Resolution, stored: dict[str, StoredFile]
+    ) -> None:
+        """Delete thumbnails of content no file has any more (deleted or edited files)."""
+        if self._thumbnails is None:
+            return
+        left = {diff.missing[i].content_hash for i in resolution.removals}
+        left |= {stored[info.path].content_hash for info in diff.to_hash if info.path in stored}
+        candidates = {h for h in left if h}
+        if not candidates:
+            return
+        in_use = await asyncio.to_thread(self._repo.hashes_in_use, hashes=candidates)
+        spec = self._thumbnails
+        for content_hash in candidates - in_use:
+            await asyncio.to_thread(spec.path_for(content_hash).unlink, missing_ok=True)
 
     async def _update_index(self, delta: IndexDelta) -> None:
         if self._index is None:

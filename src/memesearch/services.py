@@ -18,7 +18,7 @@ from memesearch.db.session import create_store_engine
 from memesearch.embed.batcher import BatchObserver
 from memesearch.embed.model import ModelInfo, describe_model
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits
+from memesearch.imaging import DecodeLimits, ThumbnailSpec
 from memesearch.index import VectorIndex, build_index
 from memesearch.indexer import Indexer
 from memesearch.query import QueryEncoder
@@ -46,6 +46,14 @@ class Services:
             max_pixels=int(lib.max_image_megapixels * 1_000_000),
         )
 
+    @property
+    def thumbnails(self) -> ThumbnailSpec:
+        """Where and how thumbnails are made, from [thumbnails]."""
+        cfg = self.settings.thumbnails
+        return ThumbnailSpec(
+            folder=cfg.folder, width=cfg.width, format=cfg.format.upper(), quality=cfg.quality
+        )
+
     async def index(self) -> VectorIndex:
         """The in-memory index, built from the store on first use."""
         if self._index is None:
@@ -63,6 +71,7 @@ class Services:
             self.repo,
             self.runtime,
             limits=self.limits,
+            thumbnails=self.thumbnails,
             index=self._index,
             exclude=_store_paths(self.settings),
         )
@@ -70,7 +79,13 @@ class Services:
     async def search_service(self) -> SearchService:
         """Search over the in-memory index."""
         encoder = QueryEncoder(self.runtime, self.repo, limits=self.limits)
-        return SearchService(await self.index(), self.repo, encoder)
+        return SearchService(
+            await self.index(),
+            self.repo,
+            encoder,
+            space=self.space,
+            batch_wait_ms=self.settings.server.search_batch_wait_ms,
+        )
 
 
 @asynccontextmanager

@@ -276,6 +276,25 @@ class Repository:
                 vectors = np.frombuffer(b"".join(row[1] for row in partition), VECTOR_DTYPE)
                 yield ids, vectors.reshape(len(ids), space.dim).astype(np.float32)
 
+    def ids_with_prefix(self, *, prefix: str, space: VectorSpace) -> np.ndarray:
+        """Ids of files with a vector in `space` whose path starts with `prefix`."""
+        stmt = (
+            select(Vector.file_id)
+            .join(ImageFile, ImageFile.id == Vector.file_id)
+            .where(_in_space(space), ImageFile.path.startswith(prefix, autoescape=True))
+        )
+        with self._sessions() as session:
+            return np.fromiter(session.scalars(stmt), dtype=np.int64)
+
+    def hashes_in_use(self, *, hashes: Iterable[str]) -> set[str]:
+        """Which of `hashes` still belong to some file."""
+        found: set[str] = set()
+        with self._sessions() as session:
+            for chunk in _chunks(sorted(set(hashes))):
+                stmt = select(ImageFile.content_hash).where(ImageFile.content_hash.in_(chunk))
+                found.update(h for h in session.scalars(stmt) if h is not None)
+        return found
+
     def get_vector(self, *, file_id: int, space: VectorSpace) -> np.ndarray | None:
         """The stored vector of one file in `space`, if any."""
         with self._sessions() as session:
@@ -292,6 +311,12 @@ class Repository:
                 for row in session.scalars(select(ImageFile).where(ImageFile.id.in_(chunk))):
                     rows[row.id] = _file_row(row)
         return rows
+
+    def file_by_path(self, *, path: str) -> FileRow | None:
+        """One file's metadata by its library-relative path."""
+        with self._sessions() as session:
+            row = session.scalar(select(ImageFile).where(ImageFile.path == path))
+            return None if row is None else _file_row(row)
 
     def get_file(self, *, file_id: int) -> FileRow | None:
         """One file's metadata."""

@@ -1,0 +1,183 @@
+"""Pydantic models of the HTTP API; kept apart from database rows and domain types."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from memesearch.errors import QueryError
+from memesearch.query import Term
+from memesearch.search import MAX_K
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TermIn(_Strict):
+    """One query term: exactly one of text, image (base64), image_id or embedding."""
+
+    text: str | None = Field(default=None, max_length=2000, examples=["cat wearing sunglasses"])
+    image: str | None = Field(default=None, description="Base64-encoded image file.")
+    image_id: int | None = Field(default=None, ge=0, description="Id of an indexed image.")
+    embedding: list[FiniteFloat] | None = Field(default=None, max_length=65536)
+    weight: FiniteFloat = Field(default=1.0, ge=-100, le=100)
+
+    @model_validator(mode="after")
+    def _exactly_one_kind(self) -> TermIn:
+        given = [
+            k for k in ("text", "image", "image_id", "embedding") if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            found = ", ".join(given) if given else "none"
+            raise ValueError(
+                f"a term needs exactly one of text, image, image_id, embedding (got {found})"
+            )
+        return self
+
+    def to_term(self, position: int) -> Term:
+        """The domain term; base64 is decoded here so a bad one names its term."""
+        if self.text is not None:
+            return Term.text(self.text, self.weight)
+        if self.image is not None:
+            return Term.image(decode_base64(self.image, position), self.weight)
+        if self.image_id is not None:
+            return Term.image_id(self.image_id, self.weight)
+        return Term.embedding(self.embedding or [], self.weight)
+
+
+def decode_base64(data: str, position: int) -> bytes:
+    """Strict base64 (data: URL prefixes allowed) or a QueryError naming the term."""
+    if data.startswith("data:") and "," in data:
+        data = data.split(",", 1)[1]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise QueryError(f"term {position}: image is not valid base64 ({exc})") from exc
+
+
+class SearchFilters(_Strict):
+    """Restrictions on which files may match."""
+
+    path_prefix: str = Field(default="", max_length=4096, examples=["reactions/"])
+
+
+class SearchRequest(_Strict):
+    """`POST /api/search` body."""
+
+    terms: list[TermIn] = Field(min_length=1)
+    k: int = Field(default=50, ge=1, le=MAX_K)
+    offset: int = Field(default=0, ge=0, le=100_000)
+    filters: SearchFilters = SearchFilters()
+
+    def to_terms(self) -> list[Term]:
+        """Domain terms, numbered from 1 in error messages."""
+        return [term.to_term(i) for i, term in enumerate(self.terms, start=1)]
+
+
+class SearchResult(BaseModel):
+    """One match."""
+
+    id: int
+    path: str
+    score: float
+    width: int | None
+    height: int | None
+    url: str
+    thumbnail_url: str
+
+
+class SearchResponse(BaseModel):
+    """A page of matches; `next_offset` is null on the last page."""
+
+    results: list[SearchResult]
+    offset: int
+    next_offset: int | None
+    total_indexed: int
+
+
+class ImageInfo(BaseModel):
+    """An indexed (or failed) file's metadata."""
+
+    id: int
+    path: str
+    width: int | None
+    height: int | None
+    format: str | None
+    size: int
+    modified_ns: int
+    state: str
+    error: str | None
+    url: str
+    thumbnail_url: str
+
+
+class StatusResponse(BaseModel):
+    """`GET /api/status`."""
+
+    indexed: int
+    pending: int
+    failed: int
+    indexing: bool
+    model: str
+    dim: int
+    device: str
+    phase: str
+    progress_done: int
+    progress_total: int
+    last_error: str | None
+
+
+class FailureItem(BaseModel):
+    """A file that could not be indexed and why."""
+
+    id: int
+    path: str
+    error: str | None
+
+
+class FailuresResponse(BaseModel):
+    """`GET /api/failures`."""
+
+    failures: list[FailureItem]
+    total: int
+
+
+class ReindexResponse(BaseModel):
+    """`POST /api/reindex` (202)."""
+
+    status: str = "scheduled"
+
+
+class MseRequest(BaseModel):
+    """The original Meme Search Engine's query body (`POST /api/mse`)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: list[tuple[str, FiniteFloat]] = Field(default_factory=list)
+    images: list[tuple[str, FiniteFloat]] = Field(default_factory=list)
+    embeddings: list[list[FiniteFloat]] = Field(default_factory=list)
+    top_k: int = Field(default=4000, ge=1, le=10_000)
+
+    def to_terms(self) -> list[Term]:
+        """Weighted terms in the order text, images, embeddings."""
+        terms = [Term.text(text, weight) for text, weight in self.text]
+        offset = len(terms)
+        terms += [
+            Term.image(decode_base64(data, offset + i), weight)
+            for i, (data, weight) in enumerate(self.images, start=1)
+        ]
+        terms += [Term.embedding(vector) for vector in self.embeddings]
+        return terms
+
+
+class MseResult(BaseModel):
+    """One result in the original's format."""
+
+    score: float
+    file: str

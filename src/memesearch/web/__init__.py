@@ -1,0 +1,1 @@
+"""The HTTP layer: app factory, JSON API, media and HTML pages."""

@@ -1,0 +1,182 @@
+"""JSON API under /api: search (JSON and multipart), images, status, failures, reindex, /api/mse."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+
+from memesearch.errors import QueryError
+from memesearch.query import Term
+from memesearch.schemas import (
+    FailureItem,
+    FailuresResponse,
+    ImageInfo,
+    MseRequest,
+    MseResult,
+    ReindexResponse,
+    SearchRequest,
+    SearchResponse,
+    SearchResult,
+    StatusResponse,
+)
+from memesearch.search import SearchPage
+from memesearch.web.errors import PayloadTooLarge
+from memesearch.web.state import AppState, StateDep
+from memesearch.web.urls import media_url, thumbnail_url
+
+router = APIRouter(prefix="/api", tags=["api"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"description": "An image id that is not indexed"},
+    413: {"description": "Body or upload over the configured limit"},
+    422: {"description": "The request is malformed; `detail` says how"},
+    503: {"description": "The model is not ready"},
+}
+
+
+@router.post("/search", response_model=SearchResponse, responses=_ERRORS)
+async def search(body: SearchRequest, state: StateDep) -> SearchResponse:
+    """Search with weighted text, image (base64), image_id and embedding terms."""
+    terms = body.to_terms()
+    return await _run_search(
+        state, terms, k=body.k, offset=body.offset, path_prefix=body.filters.path_prefix
+    )
+
+
+@router.post("/search/upload", response_model=SearchResponse, responses=_ERRORS)
+async def search_upload(
+    state: StateDep,
+    images: Annotated[list[UploadFile], File(description="Example images.")] = [],  # noqa: B006
+    image_weights: Annotated[list[float], Form(description="One weight per image.")] = [],  # noqa: B006
+    text: Annotated[list[str], Form(description="Text terms.")] = [],  # noqa: B006
+    text_weights: Annotated[list[float], Form(description="One weight per text.")] = [],  # noqa: B006
+    k: Annotated[int, Form(ge=1, le=500)] = 50,
+    offset: Annotated[int, Form(ge=0, le=100_000)] = 0,
+    path_prefix: Annotated[str, Form()] = "",
+) -> SearchResponse:
+    """Search with uploaded image files (multipart) plus optional text terms."""
+    terms = [
+        Term.text(t, w)
+        for t, w in zip(text, _weights(text_weights, len(text), "text"), strict=True)
+    ]
+    limit = state.services.limits.max_file_bytes
+    weights = _weights(image_weights, len(images), "image")
+    for upload, weight in zip(images, weights, strict=True):
+        data = await upload.read(limit + 1)
+        if len(data) > limit:
+            raise PayloadTooLarge(f"upload {upload.filename!r} is over the {limit >> 20} MB limit")
+        terms.append(Term.image(data, weight))
+    return await _run_search(state, terms, k=k, offset=offset, path_prefix=path_prefix)
+
+
+def _weights(given: list[float], count: int, what: str) -> list[float]:
+    if not given:
+        return [1.0] * count
+    if len(given) != count:
+        raise QueryError(f"{len(given)} {what}_weights for {count} {what} terms")
+    return given
+
+
+async def _run_search(
+    state: AppState, terms: list[Term], *, k: int, offset: int, path_prefix: str
+) -> SearchResponse:
+    if len(terms) > state.settings.server.max_terms:
+        raise QueryError(f"at most {state.settings.server.max_terms} terms per query")
+    state.metrics.observe_query(terms)
+    page = await state.search.search(terms, k=k, offset=offset, path_prefix=path_prefix)
+    return _response(state, page)
+
+
+def _response(state: AppState, page: SearchPage) -> SearchResponse:
+    ext = state.settings.thumbnails.format
+    return SearchResponse(
+        results=[
+            SearchResult(
+                id=hit.id,
+                path=hit.path,
+                score=hit.score,
+                width=hit.width,
+                height=hit.height,
+                url=media_url(hit.path),
+                thumbnail_url=thumbnail_url(hit.id, hit.content_hash, ext),
+            )
+            for hit in page.hits
+        ],
+        offset=page.offset,
+        next_offset=page.next_offset,
+        total_indexed=page.total_indexed,
+    )
+
+
+@router.get("/images/{image_id}", response_model=ImageInfo, responses={404: _ERRORS[404]})
+async def image_info(image_id: int, state: StateDep) -> ImageInfo:
+    """Metadata of one file by id."""
+    row = await asyncio.to_thread(state.services.repo.get_file, file_id=image_id)
+    if row is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no image has id {image_id}")
+    return ImageInfo(
+        id=row.id,
+        path=row.path,
+        width=row.width,
+        height=row.height,
+        format=row.format,
+        size=row.size,
+        modified_ns=row.mtime_ns,
+        state=row.state.value,
+        error=row.error,
+        url=media_url(row.path),
+        thumbnail_url=thumbnail_url(row.id, row.content_hash, state.settings.thumbnails.format),
+    )
+
+
+@router.get("/status", response_model=StatusResponse)
+async def status_(state: StateDep) -> StatusResponse:
+    """Counts, model, device and what the background indexer is doing."""
+    services = state.services
+    counts = await asyncio.to_thread(services.repo.counts, space=services.space)
+    state.metrics.set_counts(indexed=counts.indexed, failed=counts.failed)
+    live = state.live.status
+    return StatusResponse(
+        indexed=counts.indexed,
+        pending=live.pending,
+        failed=counts.failed,
+        indexing=live.indexing,
+        model=services.model.spec,
+        dim=services.model.dim,
+        device=state.device,
+        phase=str(live.phase),
+        progress_done=live.done,
+        progress_total=live.total,
+        last_error=live.last_error,
+    )
+
+
+@router.get("/failures", response_model=FailuresResponse)
+async def failures(state: StateDep, limit: int = 1000, offset: int = 0) -> FailuresResponse:
+    """Files that could not be indexed, with the reason, by path."""
+    if not 1 <= limit <= 10_000 or offset < 0:
+        raise QueryError("limit must be 1-10000 and offset not negative")
+    repo = state.services.repo
+    rows = await asyncio.to_thread(repo.failures, limit=limit, offset=offset)
+    counts = await asyncio.to_thread(repo.counts, space=state.services.space)
+    return FailuresResponse(
+        failures=[FailureItem(id=row.id, path=row.path, error=row.error) for row in rows],
+        total=counts.failed,
+    )
+
+
+@router.post("/reindex", response_model=ReindexResponse, status_code=status.HTTP_202_ACCEPTED)
+async def reindex(state: StateDep) -> ReindexResponse:
+    """Start a rescan of the library in the background (folded into one if one is queued)."""
+    state.live.request_rescan()
+    return ReindexResponse()
+
+
+@router.post("/mse", response_model=list[MseResult], responses=_ERRORS)
+async def mse(body: MseRequest, state: StateDep) -> list[MseResult]:
+    """The original Meme Search Engine's query format, for its front end and scripts."""
+    terms = body.to_terms()
+    state.metrics.observe_query(terms)
+    page = await state.search.search(terms, k=body.top_k, max_k=10_000)
+    return [MseResult(score=hit.score, file=hit.path) for hit in page.hits]

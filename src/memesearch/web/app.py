@@ -1,0 +1,78 @@
+"""create_app(settings): the one process that holds the model, the index and the web app."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_fastapi_instrumentator import Instrumentator
+
+from memesearch.config import Settings
+from memesearch.live import LiveIndexer
+from memesearch.metrics import Metrics
+from memesearch.resources import data_path
+from memesearch.services import open_services
+from memesearch.web import api, media
+from memesearch.web.errors import install_error_handlers
+from memesearch.web.limits import BodyLimitMiddleware
+from memesearch.web.state import AppState
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
+    """Build the app; model, store, index and indexer start in its lifespan."""
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with open_services(settings, observer=metrics.observe_batch) as services:
+            batcher = await services.runtime.batcher()  # load the model before answering
+            index = await services.index()
+            live = LiveIndexer(services, on_report=metrics.observe_report)
+            metrics.bind(
+                index_size=lambda: len(index),
+                queue_depth=lambda: batcher.pending,
+                indexing=lambda: live.status.indexing,
+            )
+            state = AppState(
+                settings=settings,
+                services=services,
+                search=await services.search_service(),
+                live=live,
+                metrics=metrics,
+                device=batcher.embedder.device,
+            )
+            if start_indexer:
+                live.start()
+            log.info("memesearch ready: %d images indexed", len(index))
+            try:
+                yield {"app": state}
+            finally:
+                await live.stop()
+
+    app = FastAPI(
+        title="memesearch",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Semantic search over a folder of memes.",
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 2**20))
+    Instrumentator(
+        registry=metrics.registry, excluded_handlers=["/metrics", "/healthz"]
+    ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
+    app.include_router(api.router)
+    app.include_router(media.router)
+    app.mount("/static", StaticFiles(directory=data_path("static")), name="static")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return app

@@ -1,0 +1,70 @@
+"""Originals under /media and thumbnails under /thumbs: only indexed files, never outside root."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import FileResponse
+
+from memesearch.db.models import FileState
+from memesearch.db.repo import FileRow
+from memesearch.media import UnsafePathError, content_type_for, etag_for, library_file
+from memesearch.web.state import AppState, StateDep
+
+router = APIRouter(include_in_schema=False)
+_ORIGINAL_CACHE = "public, max-age=3600"
+_VERSIONED_CACHE = "public, max-age=31536000, immutable"
+
+
+@router.get("/media/{path:path}")
+async def original(path: str, request: Request, state: StateDep) -> Response:
+    """The original file, if it is an indexed file inside the library."""
+    row = await asyncio.to_thread(state.services.repo.file_by_path, path=path)
+    if row is None or row.state is not FileState.OK:
+        raise _not_found()
+    return _serve(request, _original_file(state, row), _ORIGINAL_CACHE)
+
+
+@router.get("/thumbs/{image_id}.{extension}")
+async def thumbnail(
+    image_id: int, extension: str, request: Request, state: StateDep, v: str = ""
+) -> Response:
+    """The thumbnail made at index time, or the original when it is small enough already."""
+    row = await asyncio.to_thread(state.services.repo.get_file, file_id=image_id)
+    if row is None or row.state is not FileState.OK or row.content_hash is None:
+        raise _not_found()
+    versioned = bool(v) and row.content_hash.startswith(v)
+    cache = _VERSIONED_CACHE if versioned else _ORIGINAL_CACHE
+    thumb = state.services.thumbnails.path_for(row.content_hash)
+    if await asyncio.to_thread(thumb.is_file):
+        return _serve(request, thumb, cache)
+    return _serve(request, _original_file(state, row), cache)
+
+
+def _original_file(state: AppState, row: FileRow) -> Path:
+    lib = state.settings.library
+    try:
+        return library_file(lib.path, row.path, allow_hidden=lib.include_hidden)
+    except UnsafePathError as exc:
+        raise _not_found() from exc
+
+
+def _serve(request: Request, path: Path, cache_control: str) -> Response:
+    try:
+        etag = etag_for(path)
+    except OSError as exc:
+        raise _not_found() from exc
+    # nosniff + a sandbox CSP: a file is only ever rendered as the image type we claim.
+    headers = {
+        "ETag": etag, "Cache-Control": cache_control, "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
+    }
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    return FileResponse(path, media_type=content_type_for(path), headers=headers)
+
+
+def _not_found() -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, "not found")
