@@ -12,7 +12,8 @@ import torch
 
 from memesearch.config import Settings, load_settings
 from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
-from memesearch.imaging import DecodeLimits, PreprocessSpec, prepare_file
+from memesearch.imaging import DecodeLimits, PreprocessSpec
+from memesearch.prepare import prepare_file
 from memesearch.query import Term
 from memesearch.search import SearchPage
 from memesearch.services import open_services

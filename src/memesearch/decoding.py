@@ -14,15 +14,9 @@ from types import TracebackType
 from typing import TypeVar
 
 from memesearch.errors import ImageDecodeError
-from memesearch.imaging import (
-    DecodeLimits,
-    FileVanishedError,
-    PreparedImage,
-    PreprocessSpec,
-    ThumbnailSpec,
-    hash_file,
-    prepare_file,
-)
+from memesearch.imaging import DecodeLimits, FileVanishedError, PreprocessSpec, hash_file
+from memesearch.prepare import PreparedImage, prepare_file
+from memesearch.thumbnails import ThumbnailSpec
 
 
 @dataclass(frozen=True, slots=True)

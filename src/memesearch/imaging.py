@@ -1,18 +1,15 @@
-"""Decode images for the model and thumbnails in spawn workers: no torch, bad files fail cleanly."""
+"""Decode images for the model: pure functions for spawn workers, no torch, clean failures."""
 
 from __future__ import annotations
 
 import os
-import re
-import secrets
 import struct
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
-from pathlib import Path
 from typing import Any, Final, TypeAlias, TypeGuard
 
 import numpy as np
@@ -42,13 +39,12 @@ SUPPORTED_FORMATS: Final = (
     "TGA",
 )
 
-THUMBNAIL_FORMATS: Final = ("WEBP", "AVIF")
 
 _CHUNK: Final = 1024 * 1024
 _MIB: Final = 1024 * 1024
 _WHITE: Final = (255, 255, 255)
 _RESAMPLING: Final = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
-_WIDE_GREY_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
+WIDE_GREY_MODES: Final = frozenset({"I;16", "I;16B", "I;16L", "I;16N", "I"})
 _PREMULTIPLIED: Final = {"La": "LA", "RGBa": "RGBA"}
 _ORIENTATION_TRANSPOSE: Final = {
     2: Image.Transpose.FLIP_LEFT_RIGHT,
@@ -59,21 +55,14 @@ _ORIENTATION_TRANSPOSE: Final = {
     7: Image.Transpose.TRANSVERSE,
     8: Image.Transpose.ROTATE_90,
 }
-_SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
-# What every current browser shows in an <img>; an MPO is a JPEG with more pictures appended.
-_BROWSER_FORMATS: Final = frozenset({"JPEG", "MPO", "PNG", "GIF", "WEBP", "AVIF"})
-# Modes whose ICC profile (if any) describes RGB, so it still fits the converted thumbnail.
-_RGB_PROFILE_MODES: Final = frozenset({"RGB", "RGBA", "RGBX", "RGBa", "P", "PA"})
-# WebP cannot encode a longer side; a hairline strip is shrunk to fit rather than left without.
-_MAX_THUMBNAIL_SIDE: Final = 16383
-_HEX_DIGEST: Final = re.compile(r"[0-9a-f]{2,128}")
+SWAPS_AXES: Final = frozenset({5, 6, 7, 8})
 # Above this many times the model input, a keep-ratio resize only resizes the part that survives
 # the crop: a 1x100000 strip would otherwise be upscaled to gigapixels before being cropped.
 _FULL_RESIZE_MAX_FACTOR: Final = 64
 # What Pillow and its C decoders raise for hostile or broken files (Pillow's own fuzzers see all of
 # these). Warning covers Pillow's "corrupt EXIF"-style warnings when a caller turns warnings into
 # errors. MemoryError is handled separately to give a clearer reason.
-_PILLOW_ERRORS: Final[tuple[type[BaseException], ...]] = (
+PILLOW_ERRORS: Final[tuple[type[BaseException], ...]] = (
     OSError,
     SyntaxError,
     ValueError,
@@ -87,8 +76,7 @@ _PILLOW_ERRORS: Final[tuple[type[BaseException], ...]] = (
     Image.DecompressionBombError,
     Warning,
 )
-_METADATA_ERRORS: Final[tuple[type[BaseException], ...]] = (*_PILLOW_ERRORS, MemoryError)
-_THUMBNAIL_ERRORS: Final[tuple[type[BaseException], ...]] = (ImageDecodeError, *_PILLOW_ERRORS)
+_METADATA_ERRORS: Final[tuple[type[BaseException], ...]] = (*PILLOW_ERRORS, MemoryError)
 _BOMB_LIMIT_LOCK = threading.Lock()
 
 Pixels: TypeAlias = npt.NDArray[np.uint8]
@@ -110,7 +98,7 @@ class PreprocessSpec:
     def __post_init__(self) -> None:
         """Reject values open_clip would not accept."""
         size_ok = isinstance(self.size, tuple) and len(self.size) == 2
-        if not size_ok or not all(_is_positive_int(side) for side in self.size):
+        if not size_ok or not all(is_positive_int(side) for side in self.size):
             raise ValueError(f"size must be (height, width) positive integers, got {self.size!r}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
@@ -118,7 +106,7 @@ class PreprocessSpec:
             raise ValueError(
                 f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}"
             )
-        if not _is_int(self.fill_color) or not 0 <= self.fill_color <= 255:
+        if not is_int(self.fill_color) or not 0 <= self.fill_color <= 255:
             raise ValueError(f"fill_color must be an integer 0-255, got {self.fill_color!r}")
 
     @classmethod
@@ -145,66 +133,8 @@ class DecodeLimits:
 
     def __post_init__(self) -> None:
         """Both limits must be positive integers."""
-        if not _is_positive_int(self.max_file_bytes) or not _is_positive_int(self.max_pixels):
+        if not is_positive_int(self.max_file_bytes) or not is_positive_int(self.max_pixels):
             raise ValueError(f"limits must be positive integers, got {self!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class ThumbnailSpec:
-    """Where and how the indexer writes thumbnails, one file per content hash."""
-
-    folder: Path  # cache root; files live at folder / hash[:2] / f"{hash}.{extension}"
-    width: int = 512  # the most a thumbnail is wide; never upscaled, the height keeps the aspect
-    format: str = "WEBP"  # one of THUMBNAIL_FORMATS that this Pillow build can encode
-    quality: int = 80
-
-    def __post_init__(self) -> None:
-        """Reject sizes and qualities the encoders refuse, and formats this Pillow cannot write."""
-        if not _is_positive_int(self.width):
-            raise ValueError(f"thumbnail width must be a positive integer, got {self.width!r}")
-        if not _is_int(self.quality) or not 0 <= self.quality <= 100:
-            raise ValueError(f"thumbnail quality must be an integer 0-100, got {self.quality!r}")
-        if self.format not in THUMBNAIL_FORMATS:
-            raise ValueError(
-                f"thumbnail format must be one of {THUMBNAIL_FORMATS}, got {self.format!r}"
-            )
-        if self.format not in (supported := thumbnail_supported_formats()):
-            raise ValueError(
-                f"this Pillow build cannot encode {self.format} thumbnails; "
-                f"it can encode: {', '.join(supported) or 'none of them'}"
-            )
-
-    @property
-    def extension(self) -> str:
-        """File extension of the thumbnails: "webp" or "avif"."""
-        return self.format.lower()
-
-    def path_for(self, content_hash: str) -> Path:
-        """Where the thumbnail of the image with this content hash lives."""
-        # The hash becomes part of a path, so anything but a hex digest could escape the folder.
-        if not isinstance(content_hash, str) or not _HEX_DIGEST.fullmatch(content_hash):
-            raise ValueError(f"not a content hash: {content_hash!r}")
-        return self.folder / content_hash[:2] / f"{content_hash}.{self.extension}"
-
-
-@dataclass(frozen=True, slots=True)
-class PreparedImage:
-    """One decoded image, ready for the model, plus what the index records about it."""
-
-    content_hash: str  # blake3 hex digest of the file bytes
-    width: int  # of the original image, after EXIF orientation
-    height: int
-    format: str  # Pillow format name
-    pixels: Pixels  # uint8 (spec.size[0], spec.size[1], 3), C-contiguous
-    thumbnail: str | None = None  # extension of the thumbnail on disk; None: serve the original
-    thumbnail_error: str | None = None  # why no thumbnail could be written, for the log
-
-
-@cache
-def thumbnail_supported_formats() -> tuple[str, ...]:
-    """Which of THUMBNAIL_FORMATS this Pillow build can encode."""
-    Image.init()
-    return tuple(name for name in THUMBNAIL_FORMATS if name in Image.SAVE)
 
 
 def content_hash(data: bytes) -> str:
@@ -227,7 +157,7 @@ def read_file(path: str | os.PathLike[str], limits: DecodeLimits) -> bytes:
     """The whole file, refusing one over `limits.max_file_bytes` before reading it."""
     try:
         with open(path, "rb") as file:
-            _check_file_size(os.fstat(file.fileno()).st_size, limits)
+            check_file_size(os.fstat(file.fileno()).st_size, limits)
             data = file.read(limits.max_file_bytes + 1)
     except FileNotFoundError as exc:
         raise FileVanishedError("file disappeared before it could be read") from exc
@@ -243,7 +173,7 @@ def open_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     """Identify the image and check its pixel count from the header; frame 0, not decoded yet."""
     if not data:
         raise ImageDecodeError("file is empty")
-    with _decode_errors("image header is corrupt"), _our_pixel_limit_only():
+    with decode_errors("image header is corrupt"), _our_pixel_limit_only():
         try:
             image = Image.open(BytesIO(data), formats=_available_formats())
         except UnidentifiedImageError as exc:
@@ -252,13 +182,14 @@ def open_image(data: bytes, limits: DecodeLimits) -> Image.Image:
     return image
 
 
-def load_image(image: Image.Image, spec: PreprocessSpec, thumbnail_width: int = 0) -> Image.Image:
-    """Decode frame 0 in place, at a reduced JPEG scale that still covers model and thumbnail."""
-    with _decode_errors("image is truncated or corrupt"):
+def load_image(image: Image.Image, spec: PreprocessSpec) -> Image.Image:
+    """Decode frame 0 in place, at a reduced JPEG scale that still covers the model input."""
+    with decode_errors("image is truncated or corrupt"):
         if image.format in ("JPEG", "MPO"):
             # A square box of the longest target side keeps both decoded sides at least that
-            # long, whatever the resize mode and whatever the EXIF orientation.
-            side = max(*spec.size, thumbnail_width)
+            # long, whatever the resize mode and whatever the EXIF orientation. It depends on
+            # the model alone: an image must embed the same as an index entry and as a query.
+            side = max(spec.size)
             image.draft("RGB", (side, side))
         image.load()
     return image
@@ -267,11 +198,11 @@ def load_image(image: Image.Image, spec: PreprocessSpec, thumbnail_width: int = 
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB version of a decoded image; transparency is composited onto white."""
     mode = image.mode
-    if mode in _WIDE_GREY_MODES:
+    if mode in WIDE_GREY_MODES:
         return _grey_to_rgb(_scale_wide_grey(image))
     if mode == "F":
         return _grey_to_rgb(_scale_float(image))
-    with _decode_errors(f"cannot convert image mode {mode} to RGB"):
+    with decode_errors(f"cannot convert image mode {mode} to RGB"):
         if image.has_transparency_data:
             return _composite_on_white(image)
         if mode == "RGB":
@@ -294,46 +225,6 @@ def resize_for_model(image: Image.Image, spec: PreprocessSpec) -> Pixels:
     return np.array(out, dtype=np.uint8)
 
 
-def prepare_bytes(
-    data: bytes,
-    spec: PreprocessSpec,
-    limits: DecodeLimits,
-    thumbnails: ThumbnailSpec | None = None,
-) -> PreparedImage:
-    """Hash, decode and preprocess one encoded image held in memory; thumbnail it if asked."""
-    _check_file_size(len(data), limits)
-    digest = content_hash(data)
-    thumbnail = error = None
-    if thumbnails is not None and os.path.exists(thumbnails.path_for(digest)):
-        # Renames and copies of known content reuse what is on disk, and need no bigger decode.
-        thumbnail, thumbnails = thumbnails.extension, None
-    with open_image(data, limits) as image:
-        (width, height), image_format = image.size, image.format or "UNKNOWN"
-        load_image(image, spec, thumbnails.width if thumbnails else 0)
-        orientation = exif_orientation(image)
-        with _decode_errors("image could not be processed"):
-            upright = _upright(image, orientation)
-            pixels = resize_for_model(upright, spec)
-        if thumbnails is not None:
-            # Served untouched, the original must look the same: browsers differ on EXIF.
-            serves_itself = image_format in _BROWSER_FORMATS and orientation == 1
-            original = data if serves_itself and width <= thumbnails.width else None
-            thumbnail, error = _write_thumbnail(upright, thumbnails, digest, original)
-    if orientation in _SWAPS_AXES:
-        width, height = height, width
-    return PreparedImage(digest, width, height, image_format, pixels, thumbnail, error)
-
-
-def prepare_file(
-    path: str | os.PathLike[str],
-    spec: PreprocessSpec,
-    limits: DecodeLimits,
-    thumbnails: ThumbnailSpec | None = None,
-) -> PreparedImage:
-    """Read, hash, decode and preprocess one image file; thumbnail it if asked."""
-    return prepare_bytes(read_file(path, limits), spec, limits, thumbnails)
-
-
 def exif_orientation(image: Image.Image) -> int:
     """EXIF orientation 1-8 of a loaded image; 1 when absent or unreadable."""
     # Read after load(): a PNG may carry its eXIf chunk after the pixel data. Broken metadata
@@ -345,7 +236,7 @@ def exif_orientation(image: Image.Image) -> int:
     return value if isinstance(value, int) and 1 <= value <= 8 else 1
 
 
-def _upright(image: Image.Image, orientation: int) -> Image.Image:
+def upright(image: Image.Image, orientation: int) -> Image.Image:
     """The image as it should be displayed, given its EXIF orientation."""
     # Same table as ImageOps.exif_transpose, which we avoid: it copies even upright images and
     # re-serialises the EXIF block, which has crashed on real phone photos (Pillow #4215, #8605).
@@ -353,75 +244,7 @@ def _upright(image: Image.Image, orientation: int) -> Image.Image:
     return image if method is None else image.transpose(method)
 
 
-def _write_thumbnail(
-    image: Image.Image, thumbnails: ThumbnailSpec, digest: str, original: bytes | None
-) -> tuple[str | None, str | None]:
-    """Write the thumbnail unless `original` (fit to serve as is) weighs no more: (ext, error)."""
-    try:
-        encoded = _encode_thumbnail(image, thumbnails)
-    except MemoryError:
-        return None, "cannot make thumbnail: not enough memory"
-    except _THUMBNAIL_ERRORS as exc:
-        return None, f"cannot make thumbnail: {str(exc).strip() or type(exc).__name__}"
-    if original is not None and len(original) <= len(encoded):
-        return None, None
-    target = thumbnails.path_for(digest)
-    try:
-        _write_atomically(target, encoded)
-    except OSError as exc:
-        return None, f"cannot write thumbnail {target}: {exc.strerror or exc}"
-    return thumbnails.extension, None
-
-
-def _encode_thumbnail(image: Image.Image, thumbnails: ThumbnailSpec) -> bytes:
-    """The encoded thumbnail of a decoded, upright image."""
-    shrunk = _shrink(_to_display_mode(image), thumbnails.width)
-    profile = image.info.get("icc_profile")
-    # A grey or CMYK profile would misdescribe the converted pixels; an RGB one keeps P3 photos
-    # from looking washed out. EXIF is left out: the pixels are already upright.
-    options: dict[str, Any] = {
-        "quality": thumbnails.quality,
-        "icc_profile": profile if image.mode in _RGB_PROFILE_MODES else None,
-    }
-    if thumbnails.format == "AVIF":
-        options["max_threads"] = 1  # the worker pool is the parallelism already
-    buffer = BytesIO()
-    shrunk.save(buffer, thumbnails.format, **options)
-    return buffer.getvalue()
-
-
-def _to_display_mode(image: Image.Image) -> Image.Image:
-    """8-bit RGB, or RGBA when the image has any transparency."""
-    if image.mode in _WIDE_GREY_MODES or image.mode == "F" or not image.has_transparency_data:
-        return to_rgb(image)
-    return _to_rgba(image)
-
-
-def _shrink(image: Image.Image, width: int) -> Image.Image:
-    """The image at most `width` wide, never upscaled, keeping its aspect ratio."""
-    scale = min(1.0, width / image.width, _MAX_THUMBNAIL_SIDE / image.height)
-    if scale == 1.0:
-        return image
-    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write `data` to `target` through a temporary file, so readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Two workers may write the same content at once; each needs its own temporary name.
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        with suppress(OSError):
-            temporary.unlink()
-        raise
-
-
-def _to_rgba(image: Image.Image) -> Image.Image:
+def to_rgba(image: Image.Image) -> Image.Image:
     """RGBA version of an image with transparency."""
     if image.mode in _PREMULTIPLIED:
         # Pillow cannot convert "La" straight to RGBA; undo the premultiplication first.
@@ -431,7 +254,7 @@ def _to_rgba(image: Image.Image) -> Image.Image:
 
 def _composite_on_white(image: Image.Image) -> Image.Image:
     """Flatten any kind of transparency onto a white background."""
-    rgba = _to_rgba(image)
+    rgba = to_rgba(image)
     background = Image.new("RGB", rgba.size, _WHITE)
     background.paste(rgba, (0, 0), rgba)
     return background
@@ -521,7 +344,7 @@ def _axis_window(length: int, target: int) -> tuple[int, int]:
     return int(round((length - target) / 2.0)), 0
 
 
-def _check_file_size(size: int, limits: DecodeLimits) -> None:
+def check_file_size(size: int, limits: DecodeLimits) -> None:
     """Refuse a file larger than the limit."""
     if size > limits.max_file_bytes:
         raise ImageDecodeError(
@@ -543,7 +366,7 @@ def _check_pixels(size: tuple[int, int], limits: DecodeLimits) -> None:
 
 
 @contextmanager
-def _decode_errors(reason: str) -> Iterator[None]:
+def decode_errors(reason: str) -> Iterator[None]:
     """Turn whatever Pillow raises for a bad file into ImageDecodeError("<reason>: <detail>")."""
     try:
         yield
@@ -551,7 +374,7 @@ def _decode_errors(reason: str) -> Iterator[None]:
         raise ImageDecodeError("not enough memory to decode this image") from exc
     except Image.DecompressionBombError as exc:
         raise ImageDecodeError(f"image is too large to decode safely: {exc}") from exc
-    except _PILLOW_ERRORS as exc:
+    except PILLOW_ERRORS as exc:
         detail = str(exc).strip() or type(exc).__name__
         raise ImageDecodeError(f"{reason}: {detail[:200]}") from exc
 
@@ -579,20 +402,20 @@ def _available_formats() -> tuple[str, ...]:
 
 def _parse_size(value: Any) -> tuple[int, int]:
     """open_clip's size (an int or a (height, width) pair) as (height, width)."""
-    pair = (value, value) if _is_int(value) else value
-    if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(map(_is_int, pair)):
+    pair = (value, value) if is_int(value) else value
+    if not isinstance(pair, list | tuple) or len(pair) != 2 or not all(map(is_int, pair)):
         raise ValueError(f"size must be an integer or (height, width) integers, got {value!r}")
     return int(pair[0]), int(pair[1])
 
 
-def _is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
+def is_int(value: object) -> TypeGuard[int | np.integer[Any]]:
     """An int (or numpy integer), but not a bool."""
     return isinstance(value, int | np.integer) and not isinstance(value, bool)
 
 
-def _is_positive_int(value: object) -> bool:
+def is_positive_int(value: object) -> bool:
     """A positive int, not a bool."""
-    return _is_int(value) and bool(value > 0)
+    return is_int(value) and bool(value > 0)
 
 
 def _format_bytes(count: int) -> str:

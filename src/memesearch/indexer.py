@@ -25,9 +25,11 @@ from memesearch.db.repo import (
 from memesearch.decoding import DecodePool, JobFailure, bounded_map, hash_job
 from memesearch.embed.batcher import Priority
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits, PreparedImage, ThumbnailSpec
+from memesearch.imaging import DecodeLimits
 from memesearch.index import VectorIndex
+from memesearch.prepare import PreparedImage
 from memesearch.scan import FileInfo, ScanOptions, scan_library
+from memesearch.thumbnails import ThumbnailSpec
 
 log = logging.getLogger(__name__)
 

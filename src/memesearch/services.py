@@ -18,11 +18,12 @@ from memesearch.db.session import create_store_engine
 from memesearch.embed.batcher import BatchObserver
 from memesearch.embed.model import ModelInfo, describe_model
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits, ThumbnailSpec
+from memesearch.imaging import DecodeLimits
 from memesearch.index import VectorIndex, build_index
 from memesearch.indexer import Indexer
 from memesearch.query import QueryEncoder
 from memesearch.search import SearchService
+from memesearch.thumbnails import ThumbnailSpec
 
 
 @dataclass(slots=True)

@@ -64,7 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
 def describe_validation(exc: RequestValidationError) -> list[dict[str, object]]:
     """Pydantic's errors without the offending input: it may be NaN (not JSON) or megabytes."""
     return [
-        {"loc": list(error.get("loc", ())), "msg": str(error.get("msg", "")),
-         "type": str(error.get("type", ""))}
+        {
+            "loc": list(error.get("loc", ())),
+            "msg": str(error.get("msg", "")),
+            "type": str(error.get("type", "")),
+        }
         for error in exc.errors()
     ]

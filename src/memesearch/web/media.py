@@ -58,7 +58,9 @@ def _serve(request: Request, path: Path, cache_control: str) -> Response:
         raise _not_found() from exc
     # nosniff + a sandbox CSP: a file is only ever rendered as the image type we claim.
     headers = {
-        "ETag": etag, "Cache-Control": cache_control, "X-Content-Type-Options": "nosniff",
+        "ETag": etag,
+        "Cache-Control": cache_control,
+        "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "default-src 'none'; img-src 'self'; sandbox",
     }
     if etag in request.headers.get("if-none-match", ""):
