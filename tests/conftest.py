@@ -78,7 +78,7 @@ def config_file(tmp_path: Path, library: Path, tiny_model_dir: Path) -> Path:
             "library": {"path": str(library), "max_file_mb": 2},
             "database": {"url": f"sqlite:///{tmp_path / 'data' / 'memesearch.db'}"},
             "model": {"name": f"local-dir:{tiny_model_dir}", "batch_size": 16},
-            "indexer": {"workers": 2},
+            "indexer": {"workers": 2, "settle_seconds": 0},
         },
     )
 

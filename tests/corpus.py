@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +98,9 @@ def _write_broken(corpus: Corpus) -> None:
         "garbage.bmp": (b"BM" + b"\x00" * 60, ""),
         "huge.jpg": (jpeg + b"\x00" * (3 * 1024 * 1024), "MB"),
     }
+    an_hour_ago = time.time_ns() - 3600 * 1_000_000_000
     for name, (data, reason) in files.items():
         (root / name).write_bytes(data)
+        # Long since written: a fresh broken file would count as a copy still in progress.
+        os.utime(root / name, ns=(an_hour_ago, an_hour_ago))
         corpus.broken[f"broken/{name}"] = reason

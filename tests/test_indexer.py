@@ -180,3 +180,23 @@ async def test_a_live_index_is_updated_in_place_without_a_rebuild(
         page = await search.search([Term.image((library / "fresh.png").read_bytes())], k=10)
         assert page.hits[0].path == "fresh.png"
         assert "m0.png" not in {hit.path for hit in page.hits}
+
+
+async def test_a_file_still_being_written_is_retried_not_failed(
+    settings: Settings, library: Path, monkeypatch: pytest.MonkeyPatch, config_file: Path
+) -> None:
+    monkeypatch.setenv("MEMESEARCH_INDEXER__SETTLE_SECONDS", "60")
+    patient = load_settings(config_file)
+    whole = library / "whole.jpg"
+    write_image(whole, seed=8, fmt="JPEG")
+    data = whole.read_bytes()
+    whole.unlink()
+    (library / "copying.jpg").write_bytes(data[: len(data) // 2])  # a copy in progress
+    first = await index_once(patient)
+    assert first.report.failed == [] and first.report.deferred == ["copying.jpg"]
+    files, _ = await stored_rows(patient)
+    assert "copying.jpg" not in files
+
+    (library / "copying.jpg").write_bytes(data)  # the copy finishes
+    second = await index_once(patient)
+    assert second.report.added == 1 and second.report.deferred == []

@@ -99,6 +99,10 @@ class IndexerSettings(_Section):
 
     workers: int = Field(default=0, ge=0, le=256)
     prefetch_batches: int = Field(default=4, ge=1, le=64)
+    watch: bool = True
+    debounce_ms: int = Field(default=500, ge=0, le=60_000)
+    rescan_minutes: float = Field(default=60.0, ge=0)
+    settle_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     def worker_count(self) -> int:
         """Decode processes to run: the configured number, or every core when 0."""

@@ -70,6 +70,7 @@ class IndexReport:
     decoded: int = 0
     embedded: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # failed while probably still being written
     still_failing: int = 0
     scan_problems: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
@@ -227,11 +228,15 @@ class Indexer:
         for info, prepared in good:
             if prepared.thumbnail_error:
                 log.warning("no thumbnail for %s: %s", info.path, prepared.thumbnail_error)
-        failed = [
-            FailedFile(info=info, reason=out.reason)
-            for info, out in batch
-            if isinstance(out, JobFailure) and not out.vanished
-        ]
+        failed = []
+        fresh_after = time.time_ns() - int(self._settings.indexer.settle_seconds * 1e9)
+        for info, out in batch:
+            if not isinstance(out, JobFailure) or out.vanished:
+                continue
+            if info.mtime_ns > fresh_after:
+                report.deferred.append(info.path)  # a copy in progress: retried, not failed
+            else:
+                failed.append(FailedFile(info=info, reason=out.reason))
         vectors = np.zeros((0, self._space.dim), np.float32)
         if good:
             batcher = await self._runtime.batcher()

@@ -1,4 +1,4 @@
-"""LiveIndexer: runs indexing passes in the background of the server, one at a time."""
+"""LiveIndexer: keeps the index current in the server's background: watcher, timer, requests."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
+
+from watchfiles import Change, awatch
 
 from memesearch.errors import MemesearchError
 from memesearch.indexer import IndexReport, Phase, Progress
@@ -45,13 +48,20 @@ class LiveIndexer:
         self._services = services
         self._on_report = on_report
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
         self.status = IndexingStatus()
 
     def start(self) -> None:
-        """Start the loop and schedule the first pass."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="live-indexer")
+        """Start the pass loop, the watcher and the rescan timer; schedule the first pass."""
+        if self._tasks:
+            return
+        cfg = self._services.settings.indexer
+        self._tasks.append(asyncio.create_task(self._loop(), name="live-indexer"))
+        if cfg.watch:
+            self._tasks.append(asyncio.create_task(self._watch(), name="library-watcher"))
+        if cfg.rescan_minutes > 0:
+            self._tasks.append(asyncio.create_task(self._every(cfg.rescan_minutes * 60)))
         self.request_rescan()
 
     def request_rescan(self) -> None:
@@ -65,11 +75,46 @@ class LiveIndexer:
         return self.status
 
     async def stop(self) -> None:
-        """Cancel the loop; a pass in progress stops between batches, its batches kept."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        """Stop everything; a pass in progress stops between batches, its batches kept."""
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _watch(self) -> None:
+        """Rescan shortly after anything relevant changes under the library folder."""
+        settings = self._services.settings
+        while not self._stop.is_set():
+            try:
+                async for _ in awatch(
+                    settings.library.path,
+                    watch_filter=self._relevant,
+                    debounce=settings.indexer.debounce_ms,
+                    step=50,
+                    stop_event=self._stop,
+                    ignore_permission_denied=True,
+                ):
+                    self.request_rescan()
+            except (OSError, RuntimeError) as exc:  # the folder vanished, or inotify ran out
+                log.warning("cannot watch %s (%s); relying on rescans", settings.library.path, exc)
+                await asyncio.sleep(30)
+
+    def _relevant(self, change: Change, path: str) -> bool:
+        lib = self._services.settings.library
+        if any(path.startswith(str(own)) for own in self._services.own_paths):
+            return False  # our own thumbnails, uploads and database files
+        relative = Path(path).relative_to(lib.path) if path.startswith(str(lib.path)) else None
+        if relative is None or any(part.startswith(".") for part in relative.parts):
+            return lib.include_hidden and relative is not None
+        suffix = relative.suffix.lower()
+        return suffix in lib.extensions or not suffix  # an image, or maybe a whole folder
+
+    async def _every(self, seconds: float) -> None:
+        """Full rescans on a timer, for changes no watcher reports (network mounts)."""
+        while True:
+            await asyncio.sleep(seconds)
+            self.request_rescan()
 
     async def _loop(self) -> None:
         while True:
@@ -101,6 +146,10 @@ class LiveIndexer:
         )
         if report is not None and self._on_report is not None:
             self._on_report(report)
+        if report is not None and report.deferred:
+            # Files still being written: look again once they should have settled.
+            delay = self._services.settings.indexer.settle_seconds + 1
+            asyncio.get_running_loop().call_later(delay, self.request_rescan)
 
     def _progress(self, event: Progress) -> None:
         self.status = replace(self.status, phase=event.phase, done=event.done, total=event.total)

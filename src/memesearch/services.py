@@ -48,6 +48,11 @@ class Services:
         )
 
     @property
+    def own_paths(self) -> tuple[Path, ...]:
+        """What memesearch writes (thumbnails, uploads, SQLite files): never indexed or watched."""
+        return _own_paths(self.settings)
+
+    @property
     def thumbnails(self) -> ThumbnailSpec:
         """Where and how thumbnails are made, from [thumbnails]."""
         cfg = self.settings.thumbnails
@@ -74,7 +79,7 @@ class Services:
             limits=self.limits,
             thumbnails=self.thumbnails,
             index=self._index,
-            exclude=_store_paths(self.settings),
+            exclude=self.own_paths,
         )
 
     async def search_service(self) -> SearchService:
@@ -111,9 +116,10 @@ async def open_services(
         engine.dispose()
 
 
-def _store_paths(settings: Settings) -> tuple[Path, ...]:
+def _own_paths(settings: Settings) -> tuple[Path, ...]:
     """Our own files, never to be indexed even when kept inside the library folder."""
+    paths = [settings.thumbnails.folder, settings.thumbnails.folder.parent / "uploads"]
     url = make_url(settings.database.url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return (Path(url.database).parent,)
-    return ()
+        paths.append(Path(url.database))  # the file (and its -wal/-shm), never its folder
+    return tuple(paths)
