@@ -293,6 +293,7 @@ def _report_dict(report: IndexReport) -> dict[str, Any]:
     )
     data: dict[str, Any] = {name: getattr(report, name) for name in fields}
     data["failed"] = [{"path": path, "reason": reason} for path, reason in report.failed]
+    data["deferred"] = report.deferred
     data["scan_problems"] = [{"path": p, "reason": r} for p, r in report.scan_problems]
     data["seconds"] = round(report.seconds, 3)
     return data
@@ -312,6 +313,8 @@ def _print_report(report: IndexReport) -> None:
         out.print(f"  failed: {path}: {reason}", markup=False)
     for path, reason in report.scan_problems:
         out.print(f"  skipped: {path}: {reason}", markup=False)
+    for path in report.deferred:
+        out.print(f"  still being written? {path}: will be retried", markup=False)
     if report.still_failing:
         out.print("  `memesearch status --failures` lists every failed file with its reason")
 
