@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import secrets
-from contextlib import suppress
 from dataclasses import dataclass
 from functools import cache
 from io import BytesIO
@@ -15,6 +12,7 @@ from typing import Any, Final
 from PIL import Image
 
 from memesearch.errors import ImageDecodeError
+from memesearch.files import write_atomically
 from memesearch.imaging import (
     PILLOW_ERRORS,
     WIDE_GREY_MODES,
@@ -94,7 +92,7 @@ def write_thumbnail(
         return None, None
     target = thumbnails.path_for(digest)
     try:
-        _write_atomically(target, encoded)
+        write_atomically(target, encoded)
     except OSError as exc:
         return None, f"cannot write thumbnail {target}: {exc.strerror or exc}"
     return thumbnails.extension, None
@@ -131,18 +129,3 @@ def _shrink(image: Image.Image, width: int) -> Image.Image:
         return image
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    """Write `data` to `target` through a temporary file, so readers never see half a file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Two workers may write the same content at once; each needs its own temporary name.
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            file.write(data)
-        os.replace(temporary, target)
-    except BaseException:
-        with suppress(OSError):
-            temporary.unlink()
-        raise

@@ -17,7 +17,8 @@ from memesearch.live import LiveIndexer
 from memesearch.metrics import Metrics
 from memesearch.resources import data_path
 from memesearch.services import open_services
-from memesearch.web import api, media
+from memesearch.uploads import UploadCache
+from memesearch.web import api, media, pages
 from memesearch.web.errors import install_error_handlers
 from memesearch.web.limits import BodyLimitMiddleware
 from memesearch.web.state import AppState
@@ -47,6 +48,10 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
                 live=live,
                 metrics=metrics,
                 device=batcher.embedder.device,
+                uploads=UploadCache(
+                    settings.thumbnails.folder.parent / "uploads",
+                    max_bytes=int(settings.server.upload_cache_mb * 2**20),
+                ),
             )
             if start_indexer:
                 live.start()
@@ -69,6 +74,7 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
     ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
     app.include_router(api.router)
     app.include_router(media.router)
+    app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=data_path("static")), name="static")
 
     @app.get("/healthz", include_in_schema=False)

@@ -12,6 +12,7 @@ from memesearch.live import LiveIndexer
 from memesearch.metrics import Metrics
 from memesearch.search import SearchService
 from memesearch.services import Services
+from memesearch.uploads import UploadCache
 
 
 @dataclass(slots=True)
@@ -24,6 +25,7 @@ class AppState:
     live: LiveIndexer
     metrics: Metrics
     device: str
+    uploads: UploadCache
 
 
 def get_state(request: Request) -> AppState:
