@@ -51,11 +51,17 @@ def _toml_value(value: Any) -> str:
 
 
 def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """Write a config.toml with the given sections."""
+    """Write a config.toml with the given sections; dict values become sub-tables."""
     lines: list[str] = []
-    for section, values in sections.items():
+    pending = list(sections.items())
+    while pending:
+        section, values = pending.pop(0)
         lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+        for key, value in values.items():
+            if isinstance(value, dict):
+                pending.append((f"{section}.{key}", value))
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
         lines.append("")
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

@@ -7,7 +7,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -118,6 +125,26 @@ class ThumbnailSettings(_Section):
     quality: int = Field(default=80, ge=1, le=100)
 
 
+class AuthSettings(_Section):
+    """Access control for instances reachable by others; off on a private box."""
+
+    mode: Literal["off", "token", "basic"] = "off"
+    token: str = ""
+    username: str = "memesearch"
+    password: str = ""
+    public_metrics: bool = False
+    read_only: bool = False
+    session_days: float = Field(default=30.0, gt=0, le=3650)
+
+    @model_validator(mode="after")
+    def _credentials_present(self) -> AuthSettings:
+        if self.mode == "token" and len(self.token) < 16:
+            raise ValueError("mode 'token' needs a token of at least 16 characters")
+        if self.mode == "basic" and (not self.username or len(self.password) < 8):
+            raise ValueError("mode 'basic' needs a username and a password of 8+ characters")
+        return self
+
+
 class ServerSettings(_Section):
     """Where `memesearch serve` listens, and how much a request may carry."""
 
@@ -127,6 +154,7 @@ class ServerSettings(_Section):
     max_terms: int = Field(default=16, ge=1, le=256)
     search_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     upload_cache_mb: float = Field(default=256.0, ge=0)
+    auth: AuthSettings = AuthSettings()
 
 
 class Settings(BaseSettings):
@@ -244,5 +272,7 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
-        lines.append(f"  {key} ({where}): {message}; got {error.get('input')!r}")
+        # Never echo credentials into logs or terminals.
+        got = "" if key.startswith("server.auth") else f"; got {error.get('input')!r}"
+        lines.append(f"  {key} ({where}): {message}{got}")
     return "\n".join(lines)

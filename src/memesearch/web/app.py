@@ -18,7 +18,7 @@ from memesearch.metrics import Metrics
 from memesearch.resources import data_path
 from memesearch.services import open_services
 from memesearch.uploads import UploadCache
-from memesearch.web import api, media, pages
+from memesearch.web import api, auth, media, pages
 from memesearch.web.errors import install_error_handlers
 from memesearch.web.limits import BodyLimitMiddleware
 from memesearch.web.state import AppState
@@ -68,12 +68,16 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
         description="Semantic search over a folder of memes.",
     )
     install_error_handlers(app)
+    gate = auth.Gate(settings.server.auth)
+    app.state.gate = gate  # the login route signs sessions with it
+    app.add_middleware(auth.AuthMiddleware, gate=gate)
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 2**20))
     Instrumentator(
         registry=metrics.registry, excluded_handlers=["/metrics", "/healthz"]
     ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
     app.include_router(api.router)
     app.include_router(media.router)
+    app.include_router(auth.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=data_path("static")), name="static")
 
