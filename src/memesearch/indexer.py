@@ -116,13 +116,12 @@ class Indexer:
         started = time.perf_counter()
         notify = progress or (lambda _event: None)
         report = IndexReport()
-        scan = await asyncio.to_thread(scan_library, self._root, self._scan_options)
-        report.scanned, report.scan_problems = len(scan.files), scan.problems
-        notify(Progress(Phase.SCAN, len(scan.files), len(scan.files)))
+        scanned, rejected = await self._scan(report)
+        notify(Progress(Phase.SCAN, len(scanned), len(scanned)))
         stored = await asyncio.to_thread(self._repo.stored_files, space=self._space)
-        diff = diff_scan(scan.files, stored)
+        diff = diff_scan(scanned, stored)
         report.unchanged, report.still_failing = diff.unchanged, diff.still_failing
-        resolution = await self._resolve(diff, stored, notify)
+        resolution = await self._resolve(diff, stored, notify, rejected)
         await self._apply_reuse(resolution, diff, report)
         new_paths = {info.path for info in resolution.to_embed if info.path not in stored}
         await self._embed(resolution.to_embed, new_paths, report, notify)
@@ -131,18 +130,36 @@ class Indexer:
         notify(Progress(Phase.DONE, report.scanned, report.scanned))
         return report
 
+    async def _scan(self, report: IndexReport) -> tuple[dict[str, FileInfo], dict[str, str]]:
+        """Every file found, and why those refused for their names were refused."""
+        scan = await asyncio.to_thread(scan_library, self._root, self._scan_options)
+        # A file refused for its name is a failed file like any other (listed, retried only
+        # when it changes, gone once renamed), so it is diffed with the rest but never read.
+        rejected = {path: item.reason for path, item in scan.rejected.items()}
+        scanned = {**scan.files, **{path: item.info for path, item in scan.rejected.items()}}
+        report.scanned = len(scanned)
+        report.scan_problems = [problem for problem in scan.problems if problem[0] not in rejected]
+        return scanned, rejected
+
     async def _resolve(
-        self, diff: ScanDiff, stored: dict[str, StoredFile], notify: ProgressCallback
+        self,
+        diff: ScanDiff,
+        stored: dict[str, StoredFile],
+        notify: ProgressCallback,
+        rejected: dict[str, str],
     ) -> Resolution:
         hashes: dict[str, str] = {}
-        unreadable: dict[str, str] = {}
+        unreadable = {
+            info.path: rejected[info.path] for info in diff.to_hash if info.path in rejected
+        }
+        to_hash = [info for info in diff.to_hash if info.path not in rejected]
         total = len(diff.to_hash)
         workers = self._settings.indexer.worker_count()
 
         def hash_one(info: FileInfo) -> asyncio.Future[str | JobFailure]:
             return asyncio.ensure_future(asyncio.to_thread(hash_job, str(self._abs(info))))
 
-        async for info, outcome in bounded_map(hash_one, diff.to_hash, limit=workers * 2):
+        async for info, outcome in bounded_map(hash_one, to_hash, limit=workers * 2):
             if isinstance(outcome, JobFailure):
                 if not outcome.vanished:
                     unreadable[info.path] = outcome.reason

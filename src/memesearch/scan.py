@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from memesearch.errors import LibraryError
@@ -20,12 +20,24 @@ class FileInfo:
     mtime_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class RejectedFile:
+    """An image file that cannot be indexed under its name; `info.path` is a printable version."""
+
+    info: FileInfo
+    reason: str
+
+
 @dataclass(slots=True)
 class ScanResult:
     """Every image file found, plus the places that could not be read and why."""
 
     files: dict[str, FileInfo] = field(default_factory=dict)
     problems: list[tuple[str, str]] = field(default_factory=list)
+    # Files whose path is not valid UTF-8, by a printable path (undecodable bytes as \xNN): the
+    # indexer lists them as failed so the user can find and rename them. `problems` names them
+    # too, for callers that only show the scan.
+    rejected: dict[str, RejectedFile] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,9 @@ class ScanOptions:
     follow_symlinks: bool = False
     include_hidden: bool = False
     exclude: tuple[Path, ...] = ()
+
+
+Found = FileInfo | RejectedFile | str  # a file, a file refused for its name, or a problem
 
 
 def scan_library(root: Path, options: ScanOptions) -> ScanResult:
@@ -57,11 +72,17 @@ def scan_library(root: Path, options: ScanOptions) -> ScanResult:
         raise LibraryError(f"library folder {root} cannot be read: {exc.strerror}") from exc
     excluded = {path.resolve() for path in options.exclude}
     visited = {(root_stat.st_dev, root_stat.st_ino)}
-    for rel_path, info_or_problem in _walk(root, "", options, visited, excluded):
-        if isinstance(info_or_problem, FileInfo):
-            result.files[rel_path] = info_or_problem
+    for rel_path, found in _walk(root, "", options, visited, excluded):
+        if isinstance(found, FileInfo):
+            result.files[rel_path] = found
+        elif isinstance(found, RejectedFile):
+            result.problems.append((rel_path, found.reason))
+            result.rejected[rel_path] = found
         else:
-            result.problems.append((rel_path, info_or_problem))
+            result.problems.append((rel_path, found))
+    # A real file literally named like the printable version of a bad name keeps its place.
+    for rel_path in result.rejected.keys() & result.files.keys():
+        del result.rejected[rel_path]
     return result
 
 
@@ -71,7 +92,7 @@ def _walk(
     options: ScanOptions,
     visited: set[tuple[int, int]],
     excluded: set[Path],
-) -> Iterator[tuple[str, FileInfo | str]]:
+) -> Iterator[tuple[str, Found]]:
     try:
         entries = list(os.scandir(folder))
     except OSError as exc:
@@ -81,10 +102,12 @@ def _walk(
         if not options.include_hidden and entry.name.startswith("."):
             continue
         rel_path = prefix + entry.name
-        if not _valid_name(rel_path):
-            yield _printable(rel_path), "file name is not valid UTF-8"
-            continue
-        yield from _visit(entry, rel_path, options, visited, excluded)
+        found = _visit(entry, rel_path, options, visited, excluded)
+        if _valid_name(rel_path):
+            yield from found
+        else:
+            bad = "file" if not _valid_name(entry.name) else "folder"
+            yield from _reject(found, f"{bad} name is not valid UTF-8")
 
 
 def _visit(
@@ -93,7 +116,7 @@ def _visit(
     options: ScanOptions,
     visited: set[tuple[int, int]],
     excluded: set[Path],
-) -> Iterator[tuple[str, FileInfo | str]]:
+) -> Iterator[tuple[str, Found]]:
     try:
         if entry.is_symlink() and not options.follow_symlinks:
             return
@@ -112,6 +135,16 @@ def _visit(
         yield from _walk(Path(entry.path), rel_path + "/", options, visited, excluded)
     elif stat.S_ISREG(st.st_mode):
         yield rel_path, FileInfo(path=rel_path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _reject(found: Iterator[tuple[str, Found]], reason: str) -> Iterator[tuple[str, Found]]:
+    """Files under a name that is not UTF-8, refused under a printable version of it."""
+    for rel_path, item in found:
+        shown = _printable(rel_path)
+        if isinstance(item, FileInfo):
+            yield shown, RejectedFile(replace(item, path=shown), reason)
+        else:  # a problem, or a file a folder further down already refused
+            yield shown, item
 
 
 def _is_image_name(name: str, options: ScanOptions) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -13,6 +13,17 @@ from memesearch.query import Term
 from memesearch.search import MAX_K
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+# A term's weight, the same in JSON and multipart requests: huge weights overflow float32 sums.
+Weight = Annotated[float, Field(allow_inf_nan=False, ge=-100, le=100)]
+# The largest integer SQLite (and any SQL BIGINT) holds: a bigger id or offset would not reach the
+# database as a miss but as an OverflowError, a 500.
+MAX_SQL_INT = 2**63 - 1
+TERM_KINDS: Final = {
+    "text": "string",
+    "image": "string",
+    "image_id": "integer",
+    "embedding": "array",
+}
 
 
 class _Strict(BaseModel):
@@ -22,17 +33,29 @@ class _Strict(BaseModel):
 class TermIn(_Strict):
     """One query term: exactly one of text, image (base64), image_id or embedding."""
 
+    # "Exactly one kind" in the schema too: clients and fuzzers see the rule the validator applies
+    # (a kind is given when its key is present and not null).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": [kind], "properties": {kind: {"type": json_type}}}
+                for kind, json_type in TERM_KINDS.items()
+            ]
+        },
+    )
+
     text: str | None = Field(default=None, max_length=2000, examples=["cat wearing sunglasses"])
     image: str | None = Field(default=None, description="Base64-encoded image file.")
-    image_id: int | None = Field(default=None, ge=0, description="Id of an indexed image.")
+    image_id: int | None = Field(
+        default=None, ge=0, le=MAX_SQL_INT, description="Id of an indexed image."
+    )
     embedding: list[FiniteFloat] | None = Field(default=None, max_length=65536)
-    weight: FiniteFloat = Field(default=1.0, ge=-100, le=100)
+    weight: Weight = 1.0
 
     @model_validator(mode="after")
     def _exactly_one_kind(self) -> TermIn:
-        given = [
-            k for k in ("text", "image", "image_id", "embedding") if getattr(self, k) is not None
-        ]
+        given = [kind for kind in TERM_KINDS if getattr(self, kind) is not None]
         if len(given) != 1:
             found = ", ".join(given) if given else "none"
             raise ValueError(
@@ -78,6 +101,20 @@ class SearchRequest(_Strict):
     def to_terms(self) -> list[Term]:
         """Domain terms, numbered from 1 in error messages."""
         return [term.to_term(i) for i, term in enumerate(self.terms, start=1)]
+
+
+class ValidationIssue(BaseModel):
+    """One problem found in a request: where (`loc`), what (`msg`) and its kind (`type`)."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error: a message, or for a malformed request a list of issues."""
+
+    detail: str | list[ValidationIssue]
 
 
 class SearchResult(BaseModel):
@@ -159,8 +196,8 @@ class MseRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    text: list[tuple[str, FiniteFloat]] = Field(default_factory=list)
-    images: list[tuple[str, FiniteFloat]] = Field(default_factory=list)
+    text: list[tuple[str, Weight]] = Field(default_factory=list)
+    images: list[tuple[str, Weight]] = Field(default_factory=list)
     embeddings: list[list[FiniteFloat]] = Field(default_factory=list)
     top_k: int = Field(default=4000, ge=1, le=10_000)
 

@@ -41,6 +41,14 @@ def test_originals_are_served_with_etag_and_revalidate(media: Served) -> None:
     assert again.status_code == 304 and again.content == b""
 
 
+def test_a_nul_byte_after_an_indexed_name_is_not_that_file(media: Served) -> None:
+    good = quote(media.corpus.good[1])
+    for suffix in ("%00", "%00.png", "%00/../../secret.txt"):
+        response = media.client.get("/media/" + good + suffix)
+        assert response.status_code == 404, suffix
+        assert b"top secret" not in response.content
+
+
 def test_non_ascii_and_spaced_names(media: Served) -> None:
     odd = next(p for p in media.corpus.good if "très" in p)
     assert media.client.get("/media/" + quote(odd)).status_code == 200
@@ -58,6 +66,13 @@ def test_non_ascii_and_spaced_names(media: Served) -> None:
         "/etc/passwd",
         "%2fetc%2fpasswd",
         "..%00/secret.txt",
+        "%00../secret.txt",
+        "secret.txt%00.png",
+        "..\\secret.txt",
+        "reactions\\..\\..\\secret.txt",
+        "%5c..%5c..%5csecret.txt",
+        "..%255csecret.txt",
+        "\\etc\\passwd",
         "broken/empty.jpg",
         "reactions",
         "missing.png",

@@ -297,6 +297,8 @@ class Repository:
 
     def get_vector(self, *, file_id: int, space: VectorSpace) -> np.ndarray | None:
         """The stored vector of one file in `space`, if any."""
+        if not _storable_id(file_id):
+            return None
         with self._sessions() as session:
             row = session.get(Vector, (file_id, space.model_id))
             return (
@@ -307,7 +309,7 @@ class Repository:
         """Metadata of the given file ids (missing ids are simply absent)."""
         rows: dict[int, FileRow] = {}
         with self._sessions() as session:
-            for chunk in _chunks(list(ids)):
+            for chunk in _chunks([i for i in ids if _storable_id(i)]):
                 for row in session.scalars(select(ImageFile).where(ImageFile.id.in_(chunk))):
                     rows[row.id] = _file_row(row)
         return rows
@@ -320,6 +322,8 @@ class Repository:
 
     def get_file(self, *, file_id: int) -> FileRow | None:
         """One file's metadata."""
+        if not _storable_id(file_id):
+            return None
         with self._sessions() as session:
             row = session.get(ImageFile, file_id)
             return None if row is None else _file_row(row)
@@ -366,6 +370,11 @@ def decode_vector(blob: bytes, dim: int) -> np.ndarray:
     if vector.shape != (dim,):
         raise ValueError(f"stored vector has {vector.size} values, expected {dim}")
     return vector.astype(np.float32)
+
+
+def _storable_id(file_id: int) -> bool:
+    """Ids beyond 64 bits cannot exist, and SQL drivers overflow on them: simply unknown."""
+    return -(2**63) <= file_id < 2**63
 
 
 def _in_space(space: VectorSpace) -> Any:

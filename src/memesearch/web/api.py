@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile, status
+from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile, status
 
 from memesearch.errors import QueryError
 from memesearch.query import Term
 from memesearch.schemas import (
+    MAX_SQL_INT,
+    ErrorResponse,
     FailureItem,
     FailuresResponse,
     ImageInfo,
@@ -20,6 +22,7 @@ from memesearch.schemas import (
     SearchResponse,
     SearchResult,
     StatusResponse,
+    Weight,
 )
 from memesearch.search import SearchPage
 from memesearch.web.errors import PayloadTooLarge
@@ -27,15 +30,31 @@ from memesearch.web.state import AppState, StateDep
 from memesearch.web.urls import media_url, thumbnail_url
 
 router = APIRouter(prefix="/api", tags=["api"])
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"description": "An image id that is not indexed"},
-    413: {"description": "Body or upload over the configured limit"},
-    422: {"description": "The request is malformed; `detail` says how"},
-    503: {"description": "The model is not ready"},
+
+
+def _error(description: str) -> dict[str, Any]:
+    """An error response for the schema: its meaning and the `{"detail": ...}` body."""
+    return {"model": ErrorResponse, "description": description}
+
+
+# Every error status an operation can answer, each with its `{"detail": ...}` body, so the
+# published schema is the whole contract (FastAPI alone documents neither 400, our 422 with a
+# plain message, 404 nor 413).
+_BAD_BODY = _error("The body cannot be parsed (not UTF-8 JSON, broken multipart)")
+_NOT_FOUND = _error("An image id that is not indexed")
+_TOO_LARGE = _error("Body or upload over the configured limit")
+_MALFORMED = _error("The request is malformed; `detail` says how")
+_NOT_READY = _error("The model is not ready")
+_QUERY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _BAD_BODY,
+    413: _TOO_LARGE,
+    422: _MALFORMED,
+    503: _NOT_READY,
 }
+_ImageId = Annotated[int, Path(ge=0, le=MAX_SQL_INT, description="Id of an indexed file.")]
 
 
-@router.post("/search", response_model=SearchResponse, responses=_ERRORS)
+@router.post("/search", response_model=SearchResponse, responses={**_QUERY_ERRORS, 404: _NOT_FOUND})
 async def search(body: SearchRequest, state: StateDep) -> SearchResponse:
     """Search with weighted text, image (base64), image_id and embedding terms."""
     terms = body.to_terms()
@@ -44,13 +63,13 @@ async def search(body: SearchRequest, state: StateDep) -> SearchResponse:
     )
 
 
-@router.post("/search/upload", response_model=SearchResponse, responses=_ERRORS)
+@router.post("/search/upload", response_model=SearchResponse, responses=_QUERY_ERRORS)
 async def search_upload(
     state: StateDep,
     images: Annotated[list[UploadFile], File(description="Example images.")] = [],  # noqa: B006
-    image_weights: Annotated[list[float], Form(description="One weight per image.")] = [],  # noqa: B006
+    image_weights: Annotated[list[Weight], Form(description="One weight per image.")] = [],  # noqa: B006
     text: Annotated[list[str], Form(description="Text terms.")] = [],  # noqa: B006
-    text_weights: Annotated[list[float], Form(description="One weight per text.")] = [],  # noqa: B006
+    text_weights: Annotated[list[Weight], Form(description="One weight per text.")] = [],  # noqa: B006
     k: Annotated[int, Form(ge=1, le=500)] = 50,
     offset: Annotated[int, Form(ge=0, le=100_000)] = 0,
     path_prefix: Annotated[str, Form()] = "",
@@ -109,8 +128,10 @@ def _response(state: AppState, page: SearchPage) -> SearchResponse:
     )
 
 
-@router.get("/images/{image_id}", response_model=ImageInfo, responses={404: _ERRORS[404]})
-async def image_info(image_id: int, state: StateDep) -> ImageInfo:
+@router.get(
+    "/images/{image_id}", response_model=ImageInfo, responses={404: _NOT_FOUND, 422: _MALFORMED}
+)
+async def image_info(image_id: _ImageId, state: StateDep) -> ImageInfo:
     """Metadata of one file by id."""
     row = await asyncio.to_thread(state.services.repo.get_file, file_id=image_id)
     if row is None:
@@ -152,11 +173,13 @@ async def status_(state: StateDep) -> StatusResponse:
     )
 
 
-@router.get("/failures", response_model=FailuresResponse)
-async def failures(state: StateDep, limit: int = 1000, offset: int = 0) -> FailuresResponse:
+@router.get("/failures", response_model=FailuresResponse, responses={422: _MALFORMED})
+async def failures(
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0, le=MAX_SQL_INT)] = 0,
+) -> FailuresResponse:
     """Files that could not be indexed, with the reason, by path."""
-    if not 1 <= limit <= 10_000 or offset < 0:
-        raise QueryError("limit must be 1-10000 and offset not negative")
     repo = state.services.repo
     rows = await asyncio.to_thread(repo.failures, limit=limit, offset=offset)
     counts = await asyncio.to_thread(repo.counts, space=state.services.space)
@@ -173,7 +196,7 @@ async def reindex(state: StateDep) -> ReindexResponse:
     return ReindexResponse()
 
 
-@router.post("/mse", response_model=list[MseResult], responses=_ERRORS)
+@router.post("/mse", response_model=list[MseResult], responses=_QUERY_ERRORS)
 async def mse(body: MseRequest, state: StateDep) -> list[MseResult]:
     """The original Meme Search Engine's query format, for its front end and scripts."""
     terms = body.to_terms()
