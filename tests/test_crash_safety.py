@@ -69,10 +69,12 @@ def index_to_completion(config: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
-def kill_mid_indexing(process: subprocess.Popen[bytes], db: Path, rng: random.Random) -> int:
+def kill_mid_indexing(
+    process: subprocess.Popen[bytes], db: Path, rng: random.Random, total: int
+) -> int:
     """SIGKILL a random number of committed files into this run, at a random moment after."""
-    target = indexed_count(db) + rng.randint(4, 40)
-    deadline = time.monotonic() + 120
+    target = min(indexed_count(db) + rng.randint(2, 20), total)
+    deadline = time.monotonic() + 60
     while process.poll() is None and indexed_count(db) < target and time.monotonic() < deadline:
         time.sleep(0.005)
     time.sleep(rng.uniform(0.0, 0.03))  # sometimes inside the next batch's transaction
@@ -119,6 +121,7 @@ def corpus_and_reference(tmp_path_factory: pytest.TempPathFactory, tiny_model_di
     return root, library, corpus, reference
 
 
+@pytest.mark.timeout(900)
 def test_indexer_killed_at_random_moments(corpus_and_reference, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
     root, library, corpus, reference = corpus_and_reference
     config = config_for(root, library, tiny_model_dir, "killed-indexer")
@@ -131,7 +134,9 @@ def test_indexer_killed_at_random_moments(corpus_and_reference, tiny_model_dir: 
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        progress.append(kill_mid_indexing(process, db_path(root, "killed-indexer"), rng))
+        progress.append(
+            kill_mid_indexing(process, db_path(root, "killed-indexer"), rng, len(corpus.good))
+        )
     # The kills must really have landed mid-indexing, or this test proves nothing.
     assert sum(0 < count < len(corpus.good) for count in progress) >= KILLS - 2, progress
     index_to_completion(config)
@@ -157,6 +162,7 @@ def wait_healthy(port: int, process: subprocess.Popen[bytes], timeout: float = 1
     raise AssertionError("the server never became healthy")
 
 
+@pytest.mark.timeout(900)
 def test_server_killed_during_indexing(corpus_and_reference, tiny_model_dir: Path) -> None:  # type: ignore[no-untyped-def]
     root, library, corpus, reference = corpus_and_reference
     rng = random.Random(99)
@@ -173,7 +179,7 @@ def test_server_killed_during_indexing(corpus_and_reference, tiny_model_dir: Pat
         )
         try:
             wait_healthy(port, process)
-            progress.append(kill_mid_indexing(process, db_path(root, name), rng))
+            progress.append(kill_mid_indexing(process, db_path(root, name), rng, len(corpus.good)))
         finally:
             process.kill()
             process.wait(timeout=30)
