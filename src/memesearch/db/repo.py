@@ -104,6 +104,7 @@ class IndexDelta:
 
     removed: list[int]
     added: list[tuple[int, np.ndarray]]
+    generation: int = 0  # the store's generation once this write committed
 
 
 class Repository:
@@ -158,7 +159,7 @@ class Repository:
                 self._apply_one_reuse(session, reuse, space, delta)
             self._delete_files(session, removals)
             delta.removed.extend(removals)
-            _bump_generation(session)
+            delta.generation = _bump_generation(session)
         return delta
 
     def _apply_one_reuse(
@@ -232,7 +233,7 @@ class Repository:
                 )
                 session.execute(delete(Vector).where(Vector.file_id == file_id))
                 delta.removed.append(file_id)
-            _bump_generation(session)
+            delta.generation = _bump_generation(session)
         return delta
 
     def _upsert_file(self, session: Session, info: FileInfo, **fields: Any) -> int:
@@ -381,12 +382,13 @@ def _in_space(space: VectorSpace) -> Any:
     return and_(Vector.model_id == space.model_id, Vector.dim == space.dim)
 
 
-def _bump_generation(session: Session) -> None:
+def _bump_generation(session: Session) -> int:
     meta = session.get(StoreMeta, "generation")
     if meta is None:
         session.add(StoreMeta(key="generation", value="1"))
-    else:
-        meta.value = str(int(meta.value) + 1)
+        return 1
+    meta.value = str(int(meta.value) + 1)
+    return int(meta.value)
 
 
 def _file_row(row: ImageFile) -> FileRow:
