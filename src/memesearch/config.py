@@ -97,7 +97,13 @@ class ModelSettings(_Section):
 class IndexSettings(_Section):
     """The FAISS index built over the stored vectors."""
 
-    kind: Literal["flat"] = "flat"
+    kind: Literal["auto", "flat", "ivf"] = "auto"
+    approximate_from: int = Field(default=50_000, ge=1_000)
+    nprobe: int = Field(default=0, ge=0, le=65_536)
+    retrain_growth: float = Field(default=4.0, ge=1.5, le=1_000)
+    persist: bool = True
+    file: Path | None = None
+    save_interval_seconds: float = Field(default=300.0, ge=0)
     gpu: Literal["auto", "off"] = "auto"
 
 
@@ -193,10 +199,14 @@ class Settings(BaseSettings):
         thumbnails = self.thumbnails.model_copy(
             update={"folder": _anchor(self.thumbnails.folder, base_dir)}
         )
+        index = self.index
+        if index.file is not None:
+            index = index.model_copy(update={"file": _anchor(index.file, base_dir)})
         return self.model_copy(
             update={
                 "library": library,
                 "thumbnails": thumbnails,
+                "index": index,
                 "database": DatabaseSettings(url=_anchor_sqlite(self.database.url, base_dir)),
                 "model": self.model.model_copy(update=model_updates),
             }

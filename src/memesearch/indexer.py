@@ -306,15 +306,7 @@ class Indexer:
     async def _update_index(self, delta: IndexDelta) -> None:
         if self._index is None:
             return
-        index = self._index
-
-        def apply() -> None:
-            index.remove(delta.removed)
-            if delta.added:
-                ids = [file_id for file_id, _ in delta.added]
-                index.add(ids, np.stack([vector for _, vector in delta.added]))
-
-        await asyncio.to_thread(apply)
+        await asyncio.to_thread(self._index.apply, delta)
 
     def _abs(self, info: FileInfo) -> Path:
         return self._root / info.path

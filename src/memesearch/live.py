@@ -146,6 +146,10 @@ class LiveIndexer:
         )
         if report is not None and self._on_report is not None:
             self._on_report(report)
+        try:  # a kind switch, a retrain or a due save of the index
+            await self._services.keeper.maintain()
+        except Exception:
+            log.exception("index upkeep failed")
         if report is not None and report.deferred:
             # Files still being written: look again once they should have settled.
             delay = self._services.settings.indexer.settle_seconds + 1

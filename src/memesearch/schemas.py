@@ -154,6 +154,18 @@ class ImageInfo(BaseModel):
     thumbnail_url: str
 
 
+class IndexStatus(BaseModel):
+    """The search index inside `GET /api/status`."""
+
+    kind: str = Field(description='"flat" (exact) or "ivf" (approximate)')
+    vectors: int
+    lists: int = Field(description="cells of an ivf index (0 for flat)")
+    nprobe: int = Field(description="cells an ivf search scans (0 for flat)")
+    rebuilding: str | None = Field(description="why a background rebuild runs, if one does")
+    saved: bool = Field(description="whether the saved index file holds what is in memory")
+    last_error: str | None
+
+
 class StatusResponse(BaseModel):
     """`GET /api/status`."""
 
@@ -168,6 +180,7 @@ class StatusResponse(BaseModel):
     progress_done: int
     progress_total: int
     last_error: str | None
+    index: IndexStatus
 
 
 class FailureItem(BaseModel):

@@ -19,7 +19,8 @@ from memesearch.embed.batcher import BatchObserver
 from memesearch.embed.model import ModelInfo, describe_model
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.imaging import DecodeLimits
-from memesearch.index import VectorIndex, build_index
+from memesearch.index import VectorIndex
+from memesearch.index.keeper import IndexKeeper
 from memesearch.indexer import Indexer
 from memesearch.query import QueryEncoder
 from memesearch.search import SearchService
@@ -36,7 +37,7 @@ class Services:
     model: ModelInfo
     runtime: ModelRuntime
     space: VectorSpace
-    _index: VectorIndex | None = field(default=None, repr=False)
+    keeper: IndexKeeper = field(repr=False)
 
     @property
     def limits(self) -> DecodeLimits:
@@ -61,14 +62,8 @@ class Services:
         )
 
     async def index(self) -> VectorIndex:
-        """The in-memory index, built from the store on first use."""
-        if self._index is None:
-            use_gpu = self.settings.index.gpu == "auto"
-            batches = self.repo.iter_vectors(space=self.space)
-            self._index = await asyncio.to_thread(
-                build_index, batches, self.space.dim, use_gpu=use_gpu
-            )
-        return self._index
+        """The in-memory index: loaded from its saved file when fresh, else built from the store."""
+        return await self.keeper.open()
 
     async def indexer(self) -> Indexer:
         """An indexer that also keeps the in-memory index (if built) current."""
@@ -78,7 +73,7 @@ class Services:
             self.runtime,
             limits=self.limits,
             thumbnails=self.thumbnails,
-            index=self._index,
+            index=self.keeper.index,
             exclude=self.own_paths,
         )
 
@@ -104,21 +99,47 @@ async def open_services(
         await asyncio.to_thread(upgrade_schema, engine)
         info = await asyncio.to_thread(describe_model, settings.model)
         async with ModelRuntime(settings.model, info, observer=observer) as runtime:
-            yield Services(
-                settings=settings,
-                engine=engine,
-                repo=Repository(engine),
-                model=info,
-                runtime=runtime,
-                space=VectorSpace(info.model_id, info.dim),
+            repo, space = Repository(engine), VectorSpace(info.model_id, info.dim)
+            keeper = IndexKeeper(
+                settings.index,
+                repo,
+                space,
+                path=index_path(settings),
+                use_gpu=settings.index.gpu == "auto",
             )
+            try:
+                yield Services(
+                    settings=settings,
+                    engine=engine,
+                    repo=repo,
+                    model=info,
+                    runtime=runtime,
+                    space=space,
+                    keeper=keeper,
+                )
+            finally:
+                await keeper.close()
     finally:
         engine.dispose()
 
 
+def index_path(settings: Settings) -> Path:
+    """Where the index is saved: `[index] file`, else beside the SQLite file (or thumbnails)."""
+    if settings.index.file is not None:
+        return settings.index.file
+    url = make_url(settings.database.url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).with_suffix(".faiss")
+    return settings.thumbnails.folder.parent / "index.faiss"
+
+
 def _own_paths(settings: Settings) -> tuple[Path, ...]:
     """Our own files, never to be indexed even when kept inside the library folder."""
-    paths = [settings.thumbnails.folder, settings.thumbnails.folder.parent / "uploads"]
+    paths = [
+        settings.thumbnails.folder,
+        settings.thumbnails.folder.parent / "uploads",
+        index_path(settings),  # and its temporary siblings while it is saved
+    ]
     url = make_url(settings.database.url)
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         paths.append(Path(url.database))  # the file (and its -wal/-shm), never its folder

@@ -7,8 +7,11 @@ through the same `local-dir:` code path as `hf-hub:timm/ViT-SO400M-14-SigLIP-384
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 _WORDS = (
     "a an the of and with when you me my is on in at to cat cats dog dogs frog pepe drake "
@@ -98,3 +101,36 @@ def _vocabulary() -> list[tuple[str, float]]:
     pieces += [(char, -50.0) for char in "abcdefghijklmnopqrstuvwxyz0123456789"]
     pieces.append(("\u2581", -60.0))
     return pieces
+
+
+def clustered_vectors(
+    count: int,
+    dim: int,
+    *,
+    clusters: int = 3000,
+    spread: float = 1.0,
+    seed: int = 0,
+    draw_seed: int = 1,
+    chunk: int = 65_536,
+) -> Iterator[np.ndarray]:
+    """Unit vectors drawn from a mixture of `clusters` gaussian directions, in float32 chunks.
+
+    Like real embeddings (and unlike uniform noise) they bunch up: a point is its cluster's
+    direction plus gaussian noise of norm about `spread` (cosine to the centre 1/sqrt(1+spread²)).
+    Cluster sizes are skewed (Zipf-like), as topics in a meme folder are. `draw_seed` picks
+    the points: two calls with one `seed` and different `draw_seed` sample the same mixture
+    (a library and queries about it).
+    """
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    weights = 1.0 / np.arange(1, clusters + 1) ** 0.5
+    weights /= weights.sum()
+    draws = np.random.default_rng([seed, draw_seed])
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        picks = draws.choice(clusters, size=n, p=weights)
+        noise = draws.standard_normal((n, dim), dtype=np.float32) * np.float32(spread / dim**0.5)
+        block = centres[picks] + noise
+        block /= np.linalg.norm(block, axis=1, keepdims=True)
+        yield block

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile, status
 
 from memesearch.errors import QueryError
+from memesearch.index.keeper import KeeperStatus
 from memesearch.query import Term
 from memesearch.schemas import (
     MAX_SQL_INT,
@@ -15,6 +16,7 @@ from memesearch.schemas import (
     FailureItem,
     FailuresResponse,
     ImageInfo,
+    IndexStatus,
     MseRequest,
     MseResult,
     ReindexResponse,
@@ -170,6 +172,19 @@ async def status_(state: StateDep) -> StatusResponse:
         progress_done=live.done,
         progress_total=live.total,
         last_error=live.last_error,
+        index=_index_status(services.keeper.status()),
+    )
+
+
+def _index_status(status: KeeperStatus) -> IndexStatus:
+    return IndexStatus(
+        kind=status.kind,
+        vectors=status.vectors,
+        lists=status.lists,
+        nprobe=status.nprobe,
+        rebuilding=status.rebuilding,
+        saved=status.generation is not None and status.generation == status.saved_generation,
+        last_error=status.last_error,
     )
 
 

@@ -35,6 +35,7 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
         async with open_services(settings, observer=metrics.observe_batch) as services:
             batcher = await services.runtime.batcher()  # load the model before answering
             index = await services.index()
+            await services.keeper.maintain()  # e.g. train an approximate index in the background
             live = LiveIndexer(services, on_report=metrics.observe_report)
             metrics.bind(
                 index_size=lambda: len(index),

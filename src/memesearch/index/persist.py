@@ -1,0 +1,142 @@
+"""The index file kept next to the database: a stamped FAISS index that loads in seconds.
+
+Layout: a magic line, an 8-byte length, a JSON stamp (format, model, dimension, kind, size and
+the store generation the index reflects), then FAISS's own serialisation. The file is written
+to a temporary name and renamed into place, so a crash leaves the old file or the new one. A
+stamp whose generation differs from the store's means writes happened that the file lacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import struct
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import faiss
+
+from memesearch.index.vector_index import IndexKind, IndexState, VectorIndex
+
+log = logging.getLogger(__name__)
+
+MAGIC = b"memesearch faiss index\n"
+FORMAT = 1
+_LENGTH = struct.Struct("<Q")
+_MAX_STAMP = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class IndexStamp:
+    """What a saved index holds, readable without loading it."""
+
+    format: int
+    model_id: str
+    dim: int
+    kind: str
+    count: int
+    generation: int
+    trained_for: int
+
+
+def save_index(path: Path, index: VectorIndex, *, model_id: str) -> IndexStamp | None:
+    """Write `index` to `path` atomically; None (nothing written) if its generation is unknown."""
+    if index.generation is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    stamps: list[IndexStamp] = []
+
+    def header(state: IndexState) -> None:
+        if state.generation is None:
+            raise _Unknown
+        stamp = IndexStamp(
+            format=FORMAT,
+            model_id=model_id,
+            dim=index.dim,
+            kind=str(state.kind),
+            count=state.count,
+            generation=state.generation,
+            trained_for=state.trained_for,
+        )
+        encoded = json.dumps(asdict(stamp)).encode()
+        file.write(MAGIC + _LENGTH.pack(len(encoded)) + encoded)
+        stamps.append(stamp)
+
+    try:
+        with open(temporary, "wb") as file:
+            index.write(faiss.PyCallbackIOWriter(file.write), header)  # type: ignore[attr-defined]
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except _Unknown:
+        temporary.unlink(missing_ok=True)
+        return None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_folder(path.parent)
+    return stamps[0]
+
+
+def read_stamp(path: Path) -> IndexStamp | None:
+    """The stamp of the index file at `path`; None if there is none or it is not one of ours."""
+    try:
+        with open(path, "rb") as file:
+            return _read_stamp(file)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring index file %s: %s", path, exc)
+        return None
+
+
+def load_index(path: Path) -> tuple[IndexStamp, Any]:
+    """The stamp and the FAISS index saved at `path` (raises OSError/ValueError if unreadable)."""
+    with open(path, "rb") as file:
+        stamp = _read_stamp(file)
+        try:
+            reader = faiss.PyCallbackIOReader(file.read)  # type: ignore[attr-defined]
+            index = faiss.read_index(reader)
+        except RuntimeError as exc:  # FAISS reports truncated or corrupt data this way
+            raise ValueError(f"corrupt index data ({exc})") from exc
+    if index.d != stamp.dim or index.ntotal != stamp.count:
+        raise ValueError("index data does not match its stamp")
+    if str(IndexKind.IVF if stamp.kind == "ivf" else IndexKind.FLAT) != stamp.kind:
+        raise ValueError(f"unknown index kind {stamp.kind!r}")
+    return stamp, index
+
+
+def _read_stamp(file: BinaryIO) -> IndexStamp:
+    if file.read(len(MAGIC)) != MAGIC:
+        raise ValueError("not a memesearch index file")
+    (length,) = _LENGTH.unpack(file.read(_LENGTH.size).ljust(_LENGTH.size, b"\0"))
+    if length > _MAX_STAMP:
+        raise ValueError("damaged stamp")
+    try:
+        fields = json.loads(file.read(length))
+        stamp = IndexStamp(**fields)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"damaged stamp ({exc})") from exc
+    if stamp.format != FORMAT:
+        raise ValueError(f"index file format {stamp.format}, this version reads {FORMAT}")
+    return stamp
+
+
+def _sync_folder(folder: Path) -> None:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+class _Unknown(Exception):
+    """The index's generation became unknown between the check and the write."""
