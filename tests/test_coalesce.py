@@ -53,3 +53,30 @@ async def test_errors_reach_every_caller_and_a_cancelled_caller_strands_nobody()
     assert await second == 2
     with pytest.raises(asyncio.CancelledError):
         await first
+
+
+async def test_calls_arriving_during_a_batch_share_the_next_one() -> None:
+    """Continuous batching: a lone call goes at once; calls queued behind a scan go together."""
+    import threading
+
+    release = threading.Event()
+    calls: list[list[int]] = []
+
+    def slow_echo(items: list[int]) -> list[int]:
+        calls.append(items)
+        if len(calls) == 1:
+            release.wait(5)
+        return items
+
+    coalescer: Coalescer[int, int] = Coalescer(slow_echo, max_batch=64)
+    first = asyncio.ensure_future(coalescer.submit(0))
+    while not calls:  # the lone call started without waiting for company
+        await asyncio.sleep(0.001)
+    followers = [asyncio.ensure_future(coalescer.submit(i)) for i in range(1, 11)]
+    await asyncio.sleep(0.05)
+    assert calls == [[0]]  # still running: the ten wait for it
+    release.set()
+    assert await first == 0
+    assert await asyncio.gather(*followers) == list(range(1, 11))
+    assert calls == [[0], list(range(1, 11))]
+    assert coalescer.batches == 2

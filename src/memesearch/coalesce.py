@@ -1,4 +1,10 @@
-"""Coalescer: concurrent calls arriving within a short window become one batched call."""
+"""Coalescer: concurrent calls become batched calls, without making a lone call wait.
+
+Continuous batching: a call arriving while no batch runs starts one at once (after letting the
+calls of the same event-loop turn join); calls arriving while a batch runs queue up and go
+together in the next one. Under load batches grow by themselves, and an idle server answers a
+single call with no added delay. `max_wait_ms` adds an optional wait for company first.
+"""
 
 from __future__ import annotations
 
@@ -11,45 +17,49 @@ R = TypeVar("R")
 
 
 class Coalescer(Generic[T, R]):
-    """Runs `run_batch(items)` on a worker thread for everything submitted within `max_wait`."""
+    """Runs `run_batch(items)` on a worker thread for the calls queued since the last batch."""
 
     def __init__(
-        self, run_batch: Callable[[list[T]], list[R]], *, max_batch: int, max_wait_ms: float
+        self, run_batch: Callable[[list[T]], list[R]], *, max_batch: int, max_wait_ms: float = 0
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_wait = max_wait_ms / 1000.0
-        self._pending: list[tuple[T, asyncio.Future[R]]] | None = None
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._full = asyncio.Event()
-        self._flushes: set[asyncio.Task[None]] = set()
+        self._drainer: asyncio.Task[None] | None = None
         self.batches = 0
 
     async def submit(self, item: T) -> R:
-        """Add `item` to the open batch (opening one if none) and wait for its result."""
+        """Queue `item` for the next batch and wait for its result."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
-        if self._pending is None:
-            self._pending = []
-            self._full = asyncio.Event()
-            # The flush is its own task: a caller that goes away cannot strand the others.
-            task = asyncio.create_task(self._flush_later(self._pending, self._full))
-            self._flushes.add(task)
-            task.add_done_callback(self._flushes.discard)
-        self._pending.append((item, future))
-        if len(self._pending) >= self._max_batch:
+        self._queue.append((item, future))
+        if len(self._queue) >= self._max_batch:
             self._full.set()
-            self._pending = None
+        if self._drainer is None:
+            # The drain is its own task: a caller that goes away cannot strand the others.
+            self._drainer = asyncio.create_task(self._drain())
         return await future
 
-    async def _flush_later(
-        self, batch: list[tuple[T, asyncio.Future[R]]], full: asyncio.Event
-    ) -> None:
-        if self._max_wait > 0:
-            try:
-                await asyncio.wait_for(full.wait(), self._max_wait)
-            except TimeoutError:
-                pass
-        if self._pending is batch:
-            self._pending = None
+    async def _drain(self) -> None:
+        try:
+            if self._max_wait > 0:
+                try:
+                    await asyncio.wait_for(self._full.wait(), self._max_wait)
+                except TimeoutError:
+                    pass
+            else:
+                await asyncio.sleep(0)  # calls made in the same loop turn join this batch
+            while self._queue:
+                batch = [entry for entry in self._queue[: self._max_batch] if not entry[1].done()]
+                del self._queue[: self._max_batch]
+                self._full.clear()
+                if batch:
+                    await self._run(batch)
+        finally:
+            self._drainer = None
+
+    async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.batches += 1
         try:
             results = await asyncio.to_thread(self._run_batch, [item for item, _ in batch])

@@ -158,7 +158,7 @@ class ServerSettings(_Section):
     port: int = Field(default=8000, ge=1, le=65535)
     max_body_mb: float = Field(default=25.0, gt=0)
     max_terms: int = Field(default=16, ge=1, le=256)
-    search_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    search_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     upload_cache_mb: float = Field(default=256.0, ge=0)
     auth: AuthSettings = AuthSettings()
 

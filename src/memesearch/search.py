@@ -51,7 +51,7 @@ class SearchService:
         encoder: QueryEncoder,
         *,
         space: VectorSpace,
-        batch_wait_ms: float = 2.0,
+        batch_wait_ms: float = 0.0,
         max_batch: int = 64,
     ) -> None:
         self._index = index
