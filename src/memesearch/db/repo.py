@@ -311,8 +311,10 @@ class Repository:
         rows: dict[int, FileRow] = {}
         with self._sessions() as session:
             for chunk in _chunks([i for i in ids if _storable_id(i)]):
-                for row in session.scalars(select(ImageFile).where(ImageFile.id.in_(chunk))):
-                    rows[row.id] = _file_row(row)
+                # Plain columns, no ORM objects: this runs for every page of search results.
+                stmt = select(*_FILE_ROW_COLUMNS).where(ImageFile.id.in_(chunk))
+                for row in session.execute(stmt):
+                    rows[row.id] = FileRow(*row)
         return rows
 
     def file_by_path(self, *, path: str) -> FileRow | None:
@@ -389,6 +391,22 @@ def _bump_generation(session: Session) -> int:
         return 1
     meta.value = str(int(meta.value) + 1)
     return int(meta.value)
+
+
+# In FileRow's field order.
+_FILE_ROW_COLUMNS = (
+    ImageFile.id,
+    ImageFile.path,
+    ImageFile.size,
+    ImageFile.mtime_ns,
+    ImageFile.content_hash,
+    ImageFile.width,
+    ImageFile.height,
+    ImageFile.format,
+    ImageFile.state,
+    ImageFile.error,
+    ImageFile.updated_at,
+)
 
 
 def _file_row(row: ImageFile) -> FileRow:
