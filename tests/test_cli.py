@@ -70,6 +70,12 @@ def test_index_a_300_file_folder_then_search_it(
     status = json.loads(output)
     assert (status["indexed"], status["failed"]) == (290, len(corpus.broken))
     assert {item["path"] for item in status["failures"]} == set(corpus.broken)
+    # The search saved the index it built; `index` keeps that file current for `serve`.
+    assert status["index"].startswith("flat, 290 vectors, current")
+    write_image(library / "late-arrival.png", seed=999)
+    assert invoke(runner, "index", "-c", str(config))[0] == 0
+    code, output = invoke(runner, "status", "--json", "-c", str(config))
+    assert json.loads(output)["index"].startswith("flat, 291 vectors, current")
 
 
 def test_human_summary_and_weights(runner: CliRunner, config_file: Path, library: Path) -> None:

@@ -26,11 +26,12 @@ from memesearch.config import Settings, load_settings
 from memesearch.db.migrate import upgrade_schema
 from memesearch.db.session import create_store_engine
 from memesearch.errors import ConfigError, MemesearchError
+from memesearch.index.persist import read_stamp
 from memesearch.indexer import IndexReport, Phase
 from memesearch.indexer import Progress as IndexProgress
 from memesearch.query import Term
 from memesearch.search import SearchPage
-from memesearch.services import open_services
+from memesearch.services import Services, open_services
 
 app = typer.Typer(
     name="memesearch",
@@ -135,7 +136,7 @@ def status(
     if as_json:
         out.print_json(json.dumps(data))
         return
-    for key in ("library", "database", "model", "dim", "files", "indexed", "failed"):
+    for key in ("library", "database", "model", "dim", "files", "indexed", "failed", "index"):
         out.print(f"{key:>9}: {data[key]}", markup=False)
     for item in data.get("failures", []):
         out.print(f"  {item['path']}: {item['error']}", markup=False)
@@ -152,11 +153,26 @@ async def _status(settings: Settings, *, with_failures: bool) -> dict[str, Any]:
             "files": counts.files,
             "indexed": counts.indexed,
             "failed": counts.failed,
+            "index": await asyncio.to_thread(_saved_index, services),
         }
         if with_failures:
             rows = await asyncio.to_thread(services.repo.failures, limit=100_000)
             data["failures"] = [{"path": row.path, "error": row.error} for row in rows]
         return data
+
+
+def _saved_index(services: Services) -> str:
+    """The saved index file in one line: kind, size and whether it matches the store."""
+    path = services.keeper.path
+    stamp = read_stamp(path) if path is not None else None
+    if path is None:
+        return "not saved ([index] persist = false)"
+    space = services.space
+    if stamp is None or (stamp.model_id, stamp.dim) != (space.model_id, space.dim):
+        return f"no saved index for this model at {path}"
+    fresh = stamp.generation == services.repo.generation()
+    state = "current" if fresh else "stale: rebuilt from the database on the next start"
+    return f"{stamp.kind}, {stamp.count:,} vectors, {state} ({path})"
 
 
 @app.command()
