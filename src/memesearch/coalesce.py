@@ -1,18 +1,21 @@
 """Coalescer: concurrent calls become batched calls, without making a lone call wait.
 
-Continuous batching: a call arriving while no batch runs starts one at once (after letting the
-calls of the same event-loop turn join); calls arriving while a batch runs queue up and go
-together in the next one. Under load batches grow by themselves, and an idle server answers a
-single call with no added delay. `max_wait_ms` adds an optional wait for company first.
+Continuous batching: calls arriving while a batch runs queue up and go together in the next
+one, so under load batches grow by themselves. A call arriving while none runs waits for company
+at most 1/20 of what a batch has been taking (a burst of searches over a big exact index then
+shares one scan, for ≤ 5 % more latency; a millisecond scan waits nothing to speak of), or
+`max_wait_ms` if that is longer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+PATIENCE = 0.05  # a lone call waits for company at most this fraction of a batch's duration
 R = TypeVar("R")
 
 
@@ -28,6 +31,7 @@ class Coalescer(Generic[T, R]):
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
         self._full = asyncio.Event()
         self._drainer: asyncio.Task[None] | None = None
+        self._batch_seconds = 0.0  # moving average of how long a batch takes
         self.batches = 0
 
     async def submit(self, item: T) -> R:
@@ -43,9 +47,10 @@ class Coalescer(Generic[T, R]):
 
     async def _drain(self) -> None:
         try:
-            if self._max_wait > 0:
+            wait = max(self._max_wait, self._batch_seconds * PATIENCE)
+            if wait > 0 and len(self._queue) < self._max_batch:
                 try:
-                    await asyncio.wait_for(self._full.wait(), self._max_wait)
+                    await asyncio.wait_for(self._full.wait(), wait)
                 except TimeoutError:
                     pass
             else:
@@ -61,6 +66,7 @@ class Coalescer(Generic[T, R]):
 
     async def _run(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
         self.batches += 1
+        started = time.perf_counter()
         try:
             results = await asyncio.to_thread(self._run_batch, [item for item, _ in batch])
         except Exception as exc:
@@ -68,6 +74,10 @@ class Coalescer(Generic[T, R]):
                 if not future.done():
                     future.set_exception(exc)
             return
+        elapsed = time.perf_counter() - started
+        self._batch_seconds = (
+            elapsed if self.batches == 1 else 0.8 * self._batch_seconds + 0.2 * elapsed
+        )
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():
                 future.set_result(result)
