@@ -1,15 +1,19 @@
-"""Helpers shared by test modules: run the real indexer, read the real store."""
+"""Helpers shared by test modules: run the real indexer, read and fill the real store."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 from sqlalchemy import select
 
 from memesearch.config import Settings
 from memesearch.db.models import ImageFile, Vector
+from memesearch.db.repo import EmbeddedFile, IndexDelta, Repository, VectorSpace
 from memesearch.embed.model import EmbedStats
 from memesearch.indexer import IndexReport
+from memesearch.scan import FileInfo
 from memesearch.services import open_services
 
 
@@ -36,3 +40,32 @@ async def stored_rows(settings: Settings) -> tuple[dict[str, ImageFile], list[Ve
             files = {row.path: row for row in session.scalars(select(ImageFile))}
             vectors = list(session.scalars(select(Vector)))
     return files, vectors
+
+
+def store_vectors(
+    repo: Repository,
+    space: VectorSpace,
+    vectors: np.ndarray,
+    *,
+    first: int = 0,
+    library: Path | None = None,
+) -> list[IndexDelta]:
+    """Store `vectors` as files `synthetic/<n>.png` (n from `first`), a write per 1000.
+
+    With `library`, each gets a real (tiny, not decodable) file there, stored with its size and
+    mtime, so scans take it as unchanged and leave its synthetic vector alone.
+    """
+    deltas: list[IndexDelta] = []
+    for start in range(0, len(vectors), 1000):
+        batch = []
+        for n, vector in enumerate(vectors[start : start + 1000], start=first + start):
+            path, mtime_ns = f"synthetic/{n:06d}.png", 1
+            if library is not None:
+                (library / path).parent.mkdir(parents=True, exist_ok=True)
+                (library / path).write_bytes(b"x")
+                mtime_ns = (library / path).stat().st_mtime_ns
+            batch.append(
+                EmbeddedFile(FileInfo(path, 1, mtime_ns), f"hash-{n}", 8, 8, "PNG", vector)
+            )
+        deltas.append(repo.write_batch(embedded=batch, failed=[], space=space))
+    return deltas

@@ -30,21 +30,25 @@ class Served:
         self.client.portal.call(self.state.live.wait_idle)  # type: ignore[union-attr]
 
 
+def app_settings(
+    root: Path, library: Path, model_dir: Path, **sections: dict[str, object]
+) -> Settings:
+    """Settings for an app over `library`, its data under `root`; `sections` add or override."""
+    config: dict[str, dict[str, object]] = {
+        "library": {"path": str(library), "max_file_mb": 2},
+        "database": {"url": f"sqlite:///{root / 'data' / 'db.sqlite'}"},
+        "thumbnails": {"folder": str(root / "data" / "thumbs"), "width": 128},
+        "model": {"name": f"local-dir:{model_dir}", "batch_size": 16},
+        "indexer": {"workers": 2},
+    }
+    for name, values in sections.items():
+        config[name] = {**config.get(name, {}), **values}
+    return load_settings(write_config(root / "config.toml", config))
+
+
 def served_app(root: Path, model_dir: Path, *, n_good: int, **server: object) -> Iterator[Served]:
-    library = root / "memes"
-    corpus = make_corpus(library, n_good=n_good)
-    config = write_config(
-        root / "config.toml",
-        {
-            "library": {"path": str(library), "max_file_mb": 2},
-            "database": {"url": f"sqlite:///{root / 'data' / 'db.sqlite'}"},
-            "thumbnails": {"folder": str(root / "data" / "thumbs"), "width": 128},
-            "model": {"name": f"local-dir:{model_dir}", "batch_size": 16},
-            "indexer": {"workers": 2},
-            "server": {"max_body_mb": 1, **server},
-        },
-    )
-    settings = load_settings(config)
+    corpus = make_corpus(root / "memes", n_good=n_good)
+    settings = app_settings(root, corpus.root, model_dir, server={"max_body_mb": 1, **server})
     with TestClient(create_app(settings)) as client:
         served = Served(client, client.app_state["app"], corpus, settings)
         served.wait_idle()

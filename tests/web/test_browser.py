@@ -16,12 +16,11 @@ from typing import Any
 
 import pytest
 
-from memesearch.config import load_settings
 from memesearch.web.app import create_app
 from memesearch.web.pages import PAGE_SIZE
 from memesearch.web.urls import media_url
-from tests.conftest import write_config
 from tests.corpus import Corpus, make_corpus
+from tests.web.conftest import app_settings
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(
@@ -79,21 +78,10 @@ def _free_port() -> int:
 def site(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Site]:
     root = tmp_path_factory.mktemp("browser")
     corpus = make_corpus(root / "memes", n_good=N_GOOD)
-    config = write_config(
-        root / "config.toml",
-        {
-            "library": {"path": str(corpus.root), "max_file_mb": 2},
-            "database": {"url": f"sqlite:///{root / 'data' / 'db.sqlite'}"},
-            "thumbnails": {"folder": str(root / "data" / "thumbs"), "width": 256},
-            "model": {"name": f"local-dir:{tiny_model_dir}", "batch_size": 16},
-            "indexer": {"workers": 2},
-        },
-    )
+    settings = app_settings(root, corpus.root, tiny_model_dir, thumbnails={"width": 256})
     port = _free_port()
     server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(load_settings(config)), host="127.0.0.1", port=port, log_level="warning"
-        )
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()

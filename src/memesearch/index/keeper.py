@@ -70,7 +70,8 @@ class IndexKeeper:
         self._rebuild: asyncio.Future[None] | None = None
         self._rebuild_reason: str | None = None
         self._stop = threading.Event()
-        self._last_error: str | None = None
+        self._rebuild_error: str | None = None  # until a rebuild succeeds
+        self._save_error: str | None = None  # until a save succeeds
 
     @property
     def index(self) -> VectorIndex | None:
@@ -93,7 +94,7 @@ class IndexKeeper:
             generation=index.generation if index else None,
             rebuilding=self._rebuild_reason,
             saved_generation=self._saved_generation,
-            last_error=self._last_error,
+            last_error=self._rebuild_error or self._save_error,
         )
 
     async def open(self) -> VectorIndex:
@@ -117,6 +118,8 @@ class IndexKeeper:
         if index is None or self._rebuild is not None:
             return
         reason = await asyncio.to_thread(self._rebuild_reason_for, index)
+        if self._rebuild is not None or self._stop.is_set():
+            return  # another call started one meanwhile, or the keeper was closed
         if reason is None:
             if self._save_due(index):
                 await asyncio.to_thread(self._save, index)
@@ -300,10 +303,10 @@ class IndexKeeper:
         if isinstance(error, _Stopped):
             return
         if error is not None:
-            self._last_error = f"index rebuild failed: {error}"
+            self._rebuild_error = f"index rebuild failed: {error}"
             log.error("index rebuild failed", exc_info=error)
         else:
-            self._last_error = None
+            self._rebuild_error = None
 
     def _check_stop(self) -> None:
         if self._stop.is_set():
@@ -330,10 +333,10 @@ class IndexKeeper:
             try:
                 stamp = save_index(self._path, index, model_id=self._space.model_id)
             except OSError as exc:
-                self._last_error = f"cannot save the index to {self._path}: {exc}"
-                log.warning("%s", self._last_error)
+                self._save_error = f"cannot save the index to {self._path}: {exc}"
+                log.warning("%s", self._save_error)
                 return
-            self._last_save = time.monotonic()
+            self._last_save, self._save_error = time.monotonic(), None
             if stamp is not None:
                 self._saved_generation = stamp.generation
                 log.info(

@@ -14,10 +14,11 @@ import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, get_type_hints
 
 import faiss
 
+from memesearch.index.ivf import is_ivf
 from memesearch.index.vector_index import IndexKind, IndexState, VectorIndex
 
 log = logging.getLogger(__name__)
@@ -102,10 +103,11 @@ def load_index(path: Path) -> tuple[IndexStamp, Any]:
             index = faiss.read_index(reader)
         except RuntimeError as exc:  # FAISS reports truncated or corrupt data this way
             raise ValueError(f"corrupt index data ({exc})") from exc
-    if index.d != stamp.dim or index.ntotal != stamp.count:
+        except MemoryError as exc:  # a damaged list size asks for an absurd allocation
+            raise ValueError("corrupt index data (impossible sizes)") from exc
+    kind = IndexKind.IVF if is_ivf(index) else IndexKind.FLAT
+    if index.d != stamp.dim or index.ntotal != stamp.count or kind != stamp.kind:
         raise ValueError("index data does not match its stamp")
-    if str(IndexKind.IVF if stamp.kind == "ivf" else IndexKind.FLAT) != stamp.kind:
-        raise ValueError(f"unknown index kind {stamp.kind!r}")
     return stamp, index
 
 
@@ -117,11 +119,19 @@ def _read_stamp(file: BinaryIO) -> IndexStamp:
         raise ValueError("damaged stamp")
     try:
         fields = json.loads(file.read(length))
-        stamp = IndexStamp(**fields)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # bad JSON, bad UTF-8, absurd nesting
         raise ValueError(f"damaged stamp ({exc})") from exc
-    if stamp.format != FORMAT:
-        raise ValueError(f"index file format {stamp.format}, this version reads {FORMAT}")
+    if not isinstance(fields, dict):
+        raise ValueError("damaged stamp")
+    if fields.get("format") != FORMAT:
+        raise ValueError(f"index file format {fields.get('format')!r}, this version reads {FORMAT}")
+    types = get_type_hints(IndexStamp)
+    if fields.keys() != types.keys() or any(type(fields[k]) is not t for k, t in types.items()):
+        raise ValueError("damaged stamp (unexpected fields)")
+    stamp = IndexStamp(**fields)
+    counts = (stamp.count, stamp.generation, stamp.trained_for)
+    if stamp.kind not in set(IndexKind) or stamp.dim < 1 or min(counts) < 0:
+        raise ValueError("damaged stamp (impossible values)")
     return stamp
 
 

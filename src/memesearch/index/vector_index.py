@@ -70,6 +70,7 @@ class VectorIndex:
         generation: int | None = None,
         trained_for: int = 0,
     ) -> None:
+        _use_blas_for_every_batch()
         self.dim = dim
         self._index = new_flat(dim) if index is None else index
         if self._index.d != dim:
@@ -125,12 +126,15 @@ class VectorIndex:
             return removed
 
     def apply(self, delta: IndexDelta) -> None:
-        """Apply what one store write changed, and advance to the generation it committed."""
+        """Apply what one store write changed, and advance to the generation it committed.
+
+        A write the index already holds is skipped: one that committed before a rebuild read
+        the store but reached the index only after the swap.
+        """
         with self._lock.write():
-            _remove(self._index, delta.removed)
-            if delta.added:
-                ids = [file_id for file_id, _ in delta.added]
-                self._add(self._index, ids, np.stack([vector for _, vector in delta.added]))
+            if self.generation is not None and 0 < delta.generation <= self.generation:
+                return
+            self._apply_to(self._index, delta)
             self._gpu = None
             self.generation = _next_generation(self.generation, delta.generation)
             if self._journal is not None:
@@ -153,10 +157,7 @@ class VectorIndex:
             for delta in journal:
                 if delta.generation <= snapshot:
                     continue  # already in the snapshot
-                _remove(index, delta.removed)
-                if delta.added:
-                    ids = [file_id for file_id, _ in delta.added]
-                    self._add(index, ids, np.stack([vector for _, vector in delta.added]))
+                self._apply_to(index, delta)
                 generation = _next_generation(generation, delta.generation)
             self._index, self._gpu = index, None
             self.generation, self.trained_for = generation, trained_for
@@ -245,6 +246,12 @@ class VectorIndex:
             self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
         return self._gpu
 
+    def _apply_to(self, index: Any, delta: IndexDelta) -> None:
+        _remove(index, delta.removed)
+        if delta.added:
+            ids = [file_id for file_id, _ in delta.added]
+            self._add(index, ids, np.stack([vector for _, vector in delta.added]))
+
     def _add(self, index: Any, ids: Sequence[int] | np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
@@ -276,6 +283,16 @@ def build_index(
         target.add(ids, vectors)
     log.info("index built: %d vectors of dimension %d (%s)", len(target), dim, target.kind)
     return target
+
+
+def _use_blas_for_every_batch() -> None:
+    """Score every batch of queries with one matrix product (BLAS), even a batch of one.
+
+    FAISS scans the vectors once per query below `distance_compute_blas_threshold` (20) queries.
+    Concurrent searches arrive here in batches of a few: with BLAS, 16 queries over 300k
+    vectors take about as long as one (0.14 s vs 0.10 s on 2 cores, against 2.4 s without).
+    """
+    faiss.cvar.distance_compute_blas_threshold = 1
 
 
 def _next_generation(current: int | None, committed: int) -> int | None:
