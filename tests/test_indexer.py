@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy.engine import make_url
 
 from memesearch.config import Settings, load_settings
 from memesearch.db.models import FileState
@@ -28,14 +29,17 @@ def bump_mtime(path: Path, seconds: int = 10) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + seconds * 1_000_000_000))
 
 
-async def test_unchanged_library_costs_no_decoding_and_no_model_load(
+async def test_unchanged_library_costs_no_decoding_no_model_load_and_no_write(
     settings: Settings, small_corpus: list[str]
 ) -> None:
     first = await index_once(settings)
     assert first.report.added == len(small_corpus)
     assert first.model_stats is not None and first.model_stats.images == len(small_corpus)
+    database = Path(str(make_url(settings.database.url).database))
+    stored = database.read_bytes()
 
     second = await index_once(settings)
+    assert database.read_bytes() == stored  # nothing written, not even a timestamp
     assert second.report.decoded == 0
     assert second.report.embedded == 0
     assert second.model_stats is None  # weights were never loaded

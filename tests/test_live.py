@@ -133,3 +133,41 @@ async def test_a_failing_pass_is_reported_and_the_loop_survives(
         status = await run.live.wait_idle()
         assert status.last_error is None
         assert run.services.repo.counts(space=run.services.space).indexed == 1
+
+
+async def test_a_copy_in_progress_is_looked_at_again_only_while_it_is_needed(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    config = live_config(
+        tmp_path, library, tiny_model_dir, watch=False, rescan_minutes=0, settle_seconds=1
+    )
+    async with running(load_settings(config)) as run:
+        await run.live.wait_idle()
+        whole = write_image(tmp_path / "whole.jpg", seed=6, size=(320, 240)).read_bytes()
+
+        async def copy_started(name: str) -> int:
+            (library / name).write_bytes(whole[:2000])
+            run.live.request_rescan()
+            status = await run.live.wait_idle()
+            assert status.last_report is not None and status.last_report.deferred == [name]
+            return status.runs
+
+        # A copy that stalls: no watcher, no request, yet it is looked at again once settled.
+        runs = await copy_started("stalled.jpg")
+
+        async def retried() -> bool:
+            return run.live.status.runs > runs
+
+        await eventually(retried)
+        status = await run.live.wait_idle()
+        assert status.last_report is not None
+        assert [path for path, _ in status.last_report.failed] == ["stalled.jpg"]
+
+        # A copy that finishes (and a pass sees it): no more retries, the library rests.
+        await copy_started("copying.jpg")
+        (library / "copying.jpg").write_bytes(whole)
+        run.live.request_rescan()
+        status = await run.live.wait_idle()
+        assert await top_path(run.search, tmp_path / "whole.jpg") == "copying.jpg"
+        await asyncio.sleep(2.5)  # past the retry the deferral had asked for
+        assert run.live.status.runs == status.runs

