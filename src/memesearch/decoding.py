@@ -6,12 +6,13 @@ import asyncio
 import itertools
 import multiprocessing
 import os
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from memesearch.errors import ImageDecodeError
 from memesearch.imaging import DecodeLimits, FileVanishedError, PreprocessSpec, hash_file
@@ -114,3 +115,22 @@ async def bounded_map(
     finally:
         for future in pending:
             future.cancel()
+
+
+async def hold_until(
+    ready: asyncio.Future[Any], queue: asyncio.Queue[T | None], *, limit: int
+) -> deque[T | None]:
+    """Take up to `limit` items off `queue` until `ready` is done or the end (None) comes."""
+    held: deque[T | None] = deque()
+    while not ready.done() and len(held) < limit and (not held or held[-1] is not None):
+        taking = asyncio.ensure_future(queue.get())
+        try:
+            done, _ = await asyncio.wait((taking, ready), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            taking.cancel()
+            raise
+        if taking not in done:
+            taking.cancel()  # a get cancelled before it ran leaves its item in the queue
+            break
+        held.append(taking.result())
+    return held

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from typing import Final
 
 import numpy as np
 
@@ -22,16 +23,24 @@ from memesearch.db.repo import (
     StoredFile,
     VectorSpace,
 )
-from memesearch.decoding import DecodePool, JobFailure, bounded_map, hash_job
-from memesearch.embed.batcher import Priority
+from memesearch.decoding import DecodePool, JobFailure, bounded_map, hash_job, hold_until
+from memesearch.embed.batcher import MicroBatcher, Priority
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits
+from memesearch.imaging import DecodeLimits, PreprocessSpec
 from memesearch.index import VectorIndex
 from memesearch.prepare import PreparedImage
 from memesearch.scan import FileInfo, ScanOptions, scan_library
 from memesearch.thumbnails import ThumbnailSpec
 
 log = logging.getLogger(__name__)
+_Batch = list[tuple[FileInfo, PreparedImage | JobFailure]]
+# While the model loads, decoded batches beyond `prefetch_batches` are held, up to this many
+# bytes of model input, so that the decode workers need not wait for the weights.
+_HOLD_BYTES: Final = 256 * 1024 * 1024
+
+
+class _SpecMismatch(Exception):
+    """The loaded model preprocesses differently from what its config predicted."""
 
 
 class Phase(StrEnum):
@@ -154,6 +163,16 @@ class Indexer:
         }
         to_hash = [info for info in diff.to_hash if info.path not in rejected]
         total = len(diff.to_hash)
+        if not stored:
+            # An empty store holds no content to reuse, so hashing first would only read every
+            # file twice: the decode workers hash what they read anyway.
+            notify(Progress(Phase.HASH, total, total))
+            failed = [
+                FailedFile(info=info, reason=unreadable[info.path])
+                for info in diff.to_hash
+                if info.path in unreadable
+            ]
+            return Resolution(to_embed=[*to_hash, *diff.stale], failed=failed)
         workers = self._settings.indexer.worker_count()
 
         def hash_one(info: FileInfo) -> asyncio.Future[str | JobFailure]:
@@ -199,41 +218,91 @@ class Indexer:
     ) -> None:
         if not files:
             return
-        batcher = await self._runtime.batcher()
-        spec = batcher.embedder.preprocess
-        batch_size = self._settings.model.batch_size
-        queue: asyncio.Queue[list[tuple[FileInfo, PreparedImage | JobFailure]] | None]
+        # The weights load while the workers decode, with the preprocessing the config predicts.
+        loading = asyncio.ensure_future(self._runtime.batcher())
+        try:
+            spec = self._runtime.info.preprocess or (await loading).embedder.preprocess
+            if not await self._decode_and_embed(files, spec, loading, new_paths, report, notify):
+                log.warning("%s preprocesses unlike its config says", self._runtime.info.spec)
+                spec = (await loading).embedder.preprocess
+                await self._decode_and_embed(files, spec, loading, new_paths, report, notify)
+        finally:
+            loading.cancel()  # a no-op unless this run failed while the model was loading
+
+    async def _decode_and_embed(
+        self,
+        files: list[FileInfo],
+        spec: PreprocessSpec,
+        loading: asyncio.Future[MicroBatcher],
+        new_paths: set[str],
+        report: IndexReport,
+        notify: ProgressCallback,
+    ) -> bool:
+        """Decode in the pool while decoded batches are embedded; False: the spec was wrong."""
+        queue: asyncio.Queue[_Batch | None]
         queue = asyncio.Queue(maxsize=self._settings.indexer.prefetch_batches)
         workers = self._settings.indexer.worker_count()
+        try:
+            async with DecodePool(workers) as pool, asyncio.TaskGroup() as group:
+                group.create_task(self._produce(pool, files, spec, queue))
+                group.create_task(
+                    self._consume(queue, spec, loading, len(files), new_paths, report, notify)
+                )
+        except BaseExceptionGroup as errors:
+            if errors.subgroup(_SpecMismatch) is not None:
+                return False
+            failed_load = loading.done() and not loading.cancelled() and loading.exception()
+            if failed_load:
+                raise failed_load from None  # the model could not load: say just that
+            raise
+        return True
 
-        async def produce(pool: DecodePool) -> None:
-            batch: list[tuple[FileInfo, PreparedImage | JobFailure]] = []
+    async def _produce(
+        self,
+        pool: DecodePool,
+        files: list[FileInfo],
+        spec: PreprocessSpec,
+        queue: asyncio.Queue[_Batch | None],
+    ) -> None:
+        batch_size = self._settings.model.batch_size
+        batch: _Batch = []
 
-            def decode(info: FileInfo) -> asyncio.Future[PreparedImage | JobFailure]:
-                job = pool.prepare(self._abs(info), spec, self._limits, self._thumbnails)
-                return asyncio.ensure_future(job)
+        def decode(info: FileInfo) -> asyncio.Future[PreparedImage | JobFailure]:
+            job = pool.prepare(self._abs(info), spec, self._limits, self._thumbnails)
+            return asyncio.ensure_future(job)
 
-            limit = workers * 2 + batch_size
-            async for info, outcome in bounded_map(decode, files, limit=limit):
-                report.decoded += 1
-                batch.append((info, outcome))
-                if len(batch) >= batch_size:
-                    await queue.put(batch)
-                    batch = []
-            if batch:
+        limit = pool.workers * 2 + batch_size
+        async for info, outcome in bounded_map(decode, files, limit=limit):
+            batch.append((info, outcome))
+            if len(batch) >= batch_size:
                 await queue.put(batch)
-            await queue.put(None)
+                batch = []
+        if batch:
+            await queue.put(batch)
+        await queue.put(None)
 
-        async def consume() -> None:
-            done = 0
-            while (batch := await queue.get()) is not None:
-                await self._embed_and_store(batch, new_paths, report)
-                done += len(batch)
-                notify(Progress(Phase.EMBED, done, len(files)))
-
-        async with DecodePool(workers) as pool, asyncio.TaskGroup() as group:
-            group.create_task(produce(pool))
-            group.create_task(consume())
+    async def _consume(
+        self,
+        queue: asyncio.Queue[_Batch | None],
+        spec: PreprocessSpec,
+        loading: asyncio.Future[MicroBatcher],
+        total: int,
+        new_paths: set[str],
+        report: IndexReport,
+        notify: ProgressCallback,
+    ) -> None:
+        # While the weights load, batches are taken off the queue so that the workers go on.
+        height, width = spec.size
+        limit = _HOLD_BYTES // (height * width * 3 * self._settings.model.batch_size)
+        held = await hold_until(loading, queue, limit=limit)
+        if (await loading).embedder.preprocess != spec:
+            raise _SpecMismatch  # nothing is stored yet: decode again with the model's own spec
+        done = 0
+        while (batch := held.popleft() if held else await queue.get()) is not None:
+            report.decoded += len(batch)
+            await self._embed_and_store(batch, new_paths, report)
+            done += len(batch)
+            notify(Progress(Phase.EMBED, done, total))
 
     async def _embed_and_store(
         self,

@@ -33,6 +33,9 @@ class ModelInfo:
     spec: str
     model_id: str
     dim: int
+    # open_clip's preprocessing as the config describes it, so that images can be decoded while
+    # the weights load; None when the config does not say. The loaded model has the last word.
+    preprocess: PreprocessSpec | None = None
 
 
 @dataclass(slots=True)
@@ -91,7 +94,17 @@ def describe_model(settings: ModelSettings) -> ModelInfo:
         dim = int(config["model_cfg"]["embed_dim"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"model {spec}: config has no usable model_cfg.embed_dim") from exc
-    return ModelInfo(spec=spec, model_id=model_id, dim=dim)
+    return ModelInfo(spec=spec, model_id=model_id, dim=dim, preprocess=_config_preprocess(config))
+
+
+def _config_preprocess(config: dict[str, Any]) -> PreprocessSpec | None:
+    """What open_clip will make of the config's preprocess_cfg and image size, if it says."""
+    try:
+        # open_clip takes the size from the image tower, whatever preprocess_cfg says.
+        size = config["model_cfg"]["vision_cfg"]["image_size"]
+        return PreprocessSpec.from_open_clip({**config.get("preprocess_cfg", {}), "size": size})
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _read_local_config(folder: Path) -> dict[str, Any]:
