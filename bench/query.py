@@ -76,6 +76,7 @@ def fill_store(folder: Path, model_id: str, count: int, seed: int) -> Path:
 
     from memesearch.db.migrate import upgrade_schema
     from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector
+    from memesearch.db.repo import STORED_DTYPE, encode_vector
     from memesearch.db.session import create_store_engine
     from memesearch.testing import clustered_vectors
 
@@ -121,8 +122,8 @@ def fill_store(folder: Path, model_id: str, count: int, seed: int) -> Path:
                         "file_id": i,
                         "model_id": model_id,
                         "dim": DIM,
-                        "dtype": "float32",
-                        "vector": row.astype("<f4").tobytes(),
+                        "dtype": STORED_DTYPE,
+                        "vector": encode_vector(row, DIM),
                         "created_at": now,
                     }
                     for i, row in zip(ids, block, strict=True)

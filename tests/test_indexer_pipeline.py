@@ -14,6 +14,7 @@ import memesearch.indexer
 import memesearch.services
 from memesearch.config import ModelSettings, Settings, load_settings
 from memesearch.db.models import FileState
+from memesearch.db.repo import decode_vector
 from memesearch.decoding import JobFailure, hash_job
 from memesearch.embed.model import Embedder, ModelInfo, describe_model, load_embedder
 from memesearch.embed.runtime import ModelRuntime
@@ -154,5 +155,5 @@ async def test_a_wrong_prediction_costs_a_second_decode_never_wrong_vectors(
 
 async def vectors_by_path(settings: Settings) -> dict[str, np.ndarray]:
     files, vectors = await stored_rows(settings)
-    by_id = {vector.file_id: np.frombuffer(vector.vector, np.float32) for vector in vectors}
+    by_id = {v.file_id: decode_vector(v.vector, v.dim, v.dtype) for v in vectors}
     return {path: by_id[row.id] for path, row in files.items() if row.state is FileState.OK}

@@ -45,7 +45,7 @@ def embedded(path: str, value: float, content_hash: str = "") -> EmbeddedFile:
 
 def test_schema_upgrade_is_idempotent_and_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     engine = create_store_engine(f"sqlite:///{tmp_path / 's.db'}")
-    assert upgrade_schema(engine) == upgrade_schema(engine) == "0001"
+    assert upgrade_schema(engine) == upgrade_schema(engine) == "0002"
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1

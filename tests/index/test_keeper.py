@@ -216,6 +216,34 @@ async def test_a_file_of_another_model_is_ignored(
     assert stamp is not None and stamp.model_id == "another-model"
 
 
+async def test_a_file_saved_for_a_deleted_database_is_not_loaded_for_its_successor(
+    tmp_path: Path, saved: Path, logs: pytest.LogCaptureFixture
+) -> None:
+    # Two databases that went through the same number of writes have the same generation.
+    def fresh_store(name: str, vectors: np.ndarray) -> Repository:
+        engine = create_store_engine(f"sqlite:///{tmp_path / name}")
+        upgrade_schema(engine)
+        repo = Repository(engine)
+        store_vectors(repo, SPACE, vectors)
+        return repo
+
+    old = fresh_store("old.db", POOL[:100])
+    first = IndexKeeper(IndexSettings(), old, SPACE, path=saved)
+    await first.open()
+    await first.close()
+    new = fresh_store("new.db", POOL[100:200])  # the user deleted the database and reindexed
+    assert new.generation() == old.generation()
+    logs.clear()
+    second = IndexKeeper(IndexSettings(), new, SPACE, path=saved)
+    index = await second.open()
+    await second.close()
+    assert said(logs, "built from another database") and not said(logs, "index loaded from")
+    assert_matches_store(index, new)
+    assert first_hits(index, POOL[100:105]) == store_ids(new)[:5]
+    stamp = read_stamp(saved)
+    assert stamp is not None and stamp.store_id == new.store_id() != old.store_id()
+
+
 async def test_auto_serves_exact_results_then_switches_to_ivf_in_the_background(
     keeper: MakeKeeper, repo: Repository, saved: Path
 ) -> None:

@@ -39,14 +39,14 @@ def kind(request: pytest.FixtureRequest) -> IndexKind:
 @pytest.fixture(scope="module")
 def saved(kind: IndexKind, tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("saved") / "index.faiss"
-    assert save_index(path, make_index(kind), model_id="model-a") is not None
+    assert save_index(path, make_index(kind), store_id="store-a", model_id="model-a") is not None
     return path
 
 
 def test_a_loaded_index_answers_exactly_like_the_saved_one(kind: IndexKind, tmp_path: Path) -> None:
     index = make_index(kind)
     index.remove([1, 3, 5])  # removals must survive the round trip too
-    stamp = save_index(tmp_path / "index.faiss", index, model_id="model-a")
+    stamp = save_index(tmp_path / "index.faiss", index, store_id="store-a", model_id="model-a")
     assert stamp is not None and read_stamp(tmp_path / "index.faiss") == stamp
     loaded_stamp, faiss_index = load_index(tmp_path / "index.faiss")
     loaded = VectorIndex(DIM, index=faiss_index)
@@ -61,7 +61,8 @@ def test_a_loaded_index_answers_exactly_like_the_saved_one(kind: IndexKind, tmp_
 
 def test_the_stamp_says_what_the_file_holds(kind: IndexKind, saved: Path) -> None:
     assert read_stamp(saved) == IndexStamp(
-        format=1,
+        format=2,
+        store_id="store-a",
         model_id="model-a",
         dim=DIM,
         kind=str(kind),
@@ -73,10 +74,20 @@ def test_the_stamp_says_what_the_file_holds(kind: IndexKind, saved: Path) -> Non
 
 def test_an_index_of_unknown_generation_is_not_saved(tmp_path: Path, saved: Path) -> None:
     target = tmp_path / "index.faiss"
-    assert save_index(target, make_index(IndexKind.FLAT, generation=None), model_id="m") is None
+    assert (
+        save_index(
+            target, make_index(IndexKind.FLAT, generation=None), store_id="store-a", model_id="m"
+        )
+        is None
+    )
     assert not target.exists()
     target.write_bytes(saved.read_bytes())
-    assert save_index(target, make_index(IndexKind.FLAT, generation=None), model_id="m") is None
+    assert (
+        save_index(
+            target, make_index(IndexKind.FLAT, generation=None), store_id="store-a", model_id="m"
+        )
+        is None
+    )
     assert target.read_bytes() == saved.read_bytes() and len(list(tmp_path.iterdir())) == 1
 
 
@@ -125,7 +136,10 @@ BAD_STAMPS: dict[str, Callable[[bytes], bytes]] = {
     "garbled stamp": lambda file: file[: len(MAGIC) + 9] + b"\xff\xfe" + file[len(MAGIC) + 11 :],
     "huge stamp length": lambda file: MAGIC + struct.pack("<Q", 2**60) + file[len(MAGIC) + 8 :],
     "stamp not an object": lambda file: stamped([1, 2], split(file)[1]),  # type: ignore[arg-type]
-    "newer format": with_stamp(format=2),
+    "newer format": with_stamp(format=3),
+    "older format, without the database id": lambda file: with_stamp(format=1)(
+        without("store_id")(file)
+    ),
     "missing field": without("trained_for"),
     "unknown kind": with_stamp(kind="hnsw"),
     "count as text": with_stamp(count="1500"),
@@ -177,7 +191,7 @@ def address_space_limit(headroom: int) -> Iterator[None]:
 
 def test_an_absurd_cell_size_is_refused_not_allocated(tmp_path: Path) -> None:
     path = tmp_path / "index.faiss"
-    save_index(path, make_index(IndexKind.IVF), model_id="model-a")
+    save_index(path, make_index(IndexKind.IVF), store_id="store-a", model_id="model-a")
     damaged = bytearray(path.read_bytes())
     cells = damaged.find(b"ilar")  # inverted lists: nlist, code_size, "full", sizes[nlist]
     struct.pack_into("<Q", damaged, cells + 4 + 8 + 8 + 4 + 8, 2**31)
@@ -213,7 +227,7 @@ def test_a_save_that_fails_midway_leaves_the_previous_file(saved: Path, tmp_path
     bigger = make_index(IndexKind.FLAT, generation=8)
     bigger.add(np.arange(1500) * 2 + 10_000, VECTORS)
     with file_size_limit(saved.stat().st_size // 2), pytest.raises(OSError):
-        save_index(path, bigger, model_id="model-a")
+        save_index(path, bigger, store_id="store-a", model_id="model-a")
     assert path.read_bytes() == saved.read_bytes()
     assert [p.name for p in tmp_path.iterdir()] == ["index.faiss"]  # the partial file is gone
     stamp, faiss_index = load_index(path)

@@ -65,7 +65,10 @@ class ImageFile(Base):
 
 
 class Vector(Base):
-    """The embedding of one file by one model; float32 little-endian bytes of length dim."""
+    """The embedding of one file by one model: `dim` little-endian values of type `dtype`.
+
+    New rows are float16 (`repo.STORED_DTYPE`); stores from before migration 0002 held float32.
+    """
 
     __tablename__ = "vectors"
     __table_args__ = (Index("ix_vectors_model_id_file_id", "model_id", "file_id"),)
@@ -75,7 +78,7 @@ class Vector(Base):
     )
     model_id: Mapped[str] = mapped_column(String(512), primary_key=True)
     dim: Mapped[int] = mapped_column(Integer)
-    dtype: Mapped[str] = mapped_column(String(16), default="float32")
+    dtype: Mapped[str] = mapped_column(String(16), default="float16")
     vector: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

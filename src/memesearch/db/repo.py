@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -9,6 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Engine, String, and_, delete, func, select, type_coerce, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector, utcnow
@@ -16,7 +18,11 @@ from memesearch.db.session import session_factory
 from memesearch.scan import FileInfo
 
 _CHUNK = 500  # keeps IN (...) lists under every dialect's bound-parameter limit
-VECTOR_DTYPE = np.dtype("<f4")
+# Vectors are stored as float16: half the bytes of float32, and a unit vector's cosine scores
+# move by ~1e-4, far below what changes a ranking (recall against float32: see tests/db).
+# Rows written as float32 by older versions are still read; migration 0002 converts them.
+STORED_DTYPE = "float16"
+_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 T = TypeVar("T")
 
 
@@ -194,9 +200,9 @@ class Repository:
             height=donor.height,
             format=donor.format,
         )
-        self._replace_vector(session, target_id, space, vector.vector)
+        self._replace_vector(session, target_id, space, vector.vector, vector.dtype)
         delta.removed.append(target_id)
-        delta.added.append((target_id, decode_vector(vector.vector, space.dim)))
+        delta.added.append((target_id, decode_vector(vector.vector, space.dim, vector.dtype)))
 
     def touch(self, *, files: Sequence[tuple[int, FileInfo]]) -> None:
         """Record a new size/mtime for files whose content did not change."""
@@ -227,9 +233,11 @@ class Repository:
                     height=item.height,
                     format=item.format,
                 )
-                self._replace_vector(session, file_id, space, encode_vector(item.vector, space.dim))
+                blob = encode_vector(item.vector, space.dim)
+                self._replace_vector(session, file_id, space, blob, STORED_DTYPE)
                 delta.removed.append(file_id)
-                delta.added.append((file_id, item.vector))
+                # The index gets the vector as stored, so that it equals one rebuilt from here.
+                delta.added.append((file_id, decode_vector(blob, space.dim, STORED_DTYPE)))
             for failure in failed:
                 file_id = self._upsert_file(
                     session,
@@ -260,11 +268,15 @@ class Repository:
         return existing.id
 
     def _replace_vector(
-        self, session: Session, file_id: int, space: VectorSpace, blob: bytes
+        self, session: Session, file_id: int, space: VectorSpace, blob: bytes, dtype: str
     ) -> None:
         # One vector per file: writing a new model's vector drops the old model's.
         session.execute(delete(Vector).where(Vector.file_id == file_id))
-        session.add(Vector(file_id=file_id, model_id=space.model_id, dim=space.dim, vector=blob))
+        session.add(
+            Vector(
+                file_id=file_id, model_id=space.model_id, dim=space.dim, dtype=dtype, vector=blob
+            )
+        )
 
     def _delete_files(self, session: Session, ids: Sequence[int]) -> None:
         for chunk in _chunks(list(ids)):
@@ -276,7 +288,7 @@ class Repository:
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream (ids int64 [n], vectors float32 [n, dim]) of every vector in `space`."""
         stmt = (
-            select(Vector.file_id, Vector.vector)
+            select(Vector.file_id, Vector.vector, Vector.dtype)
             .where(_in_space(space))
             .order_by(Vector.file_id)
             .execution_options(yield_per=chunk_size)
@@ -284,8 +296,14 @@ class Repository:
         with self._sessions() as session:
             for partition in session.execute(stmt).partitions():
                 ids = np.fromiter((row[0] for row in partition), dtype=np.int64)
-                vectors = np.frombuffer(b"".join(row[1] for row in partition), VECTOR_DTYPE)
-                yield ids, vectors.reshape(len(ids), space.dim).astype(np.float32)
+                dtypes = {row[2] for row in partition}
+                if len(dtypes) == 1:  # the usual case: one buffer, one conversion
+                    blob = b"".join(row[1] for row in partition)
+                    vectors = decode_vectors(blob, len(ids), space.dim, dtypes.pop())
+                else:  # a store written partly by an older version
+                    rows = [decode_vector(row[1], space.dim, row[2]) for row in partition]
+                    vectors = np.stack(rows)
+                yield ids, vectors
 
     def ids_with_prefix(self, *, prefix: str, space: VectorSpace) -> np.ndarray:
         """Ids of files with a vector in `space` whose path starts with `prefix`."""
@@ -313,7 +331,9 @@ class Repository:
         with self._sessions() as session:
             row = session.get(Vector, (file_id, space.model_id))
             return (
-                None if row is None or row.dim != space.dim else decode_vector(row.vector, row.dim)
+                None
+                if row is None or row.dim != space.dim
+                else decode_vector(row.vector, row.dim, row.dtype)
             )
 
     def hydrate(self, *, ids: Sequence[int]) -> dict[int, FileRow]:
@@ -363,6 +383,23 @@ class Repository:
         with self._sessions() as session:
             return [_file_row(row) for row in session.scalars(stmt)]
 
+    def store_id(self) -> str:
+        """A random id this database gets on first asking: an index saved for another has another.
+
+        A database deleted and indexed anew reaches the same generations again; the id tells a
+        saved index of the old one from one of the new.
+        """
+        with self._sessions() as session:
+            value = session.scalar(select(StoreMeta.value).where(StoreMeta.key == "store_id"))
+        if value is not None:
+            return value
+        try:
+            with self._sessions.begin() as session:
+                session.add(StoreMeta(key="store_id", value=uuid.uuid4().hex))
+        except IntegrityError:
+            pass  # another process gave it one first: that one counts
+        return self.store_id()
+
     def generation(self) -> int:
         """A counter bumped by every write, to tell whether a saved index is stale."""
         with self._sessions() as session:
@@ -371,18 +408,26 @@ class Repository:
 
 
 def encode_vector(vector: np.ndarray, dim: int) -> bytes:
-    """float32 little-endian bytes, the stored form of a vector of the expected dimension."""
+    """The stored form of a vector of the expected dimension: `STORED_DTYPE` little-endian."""
     if vector.shape != (dim,):
         raise ValueError(f"vector has {vector.size} values, expected {dim}")
-    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
+    return np.ascontiguousarray(vector, dtype=_DTYPES[STORED_DTYPE]).tobytes()
 
 
-def decode_vector(blob: bytes, dim: int) -> np.ndarray:
-    """The inverse of `encode_vector`, checked against the expected dimension."""
-    vector = np.frombuffer(blob, dtype=VECTOR_DTYPE)
-    if vector.shape != (dim,):
-        raise ValueError(f"stored vector has {vector.size} values, expected {dim}")
-    return vector.astype(np.float32)
+def decode_vector(blob: bytes, dim: int, dtype: str) -> np.ndarray:
+    """The inverse of `encode_vector` (float32 [dim]), checked against the expected dimension."""
+    vector: np.ndarray = decode_vectors(blob, 1, dim, dtype)[0]
+    return vector
+
+
+def decode_vectors(blob: bytes, count: int, dim: int, dtype: str) -> np.ndarray:
+    """`count` stored vectors of one dtype, concatenated, as float32 [count, dim]."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"stored vectors are {dtype!r}, which this version cannot read")
+    values = np.frombuffer(blob, dtype=_DTYPES[dtype])
+    if values.size != count * dim:
+        raise ValueError(f"stored vectors hold {values.size} values, expected {count} × {dim}")
+    return values.reshape(count, dim).astype(np.float32)
 
 
 def _storable_id(file_id: int) -> bool:

@@ -66,6 +66,7 @@ class IndexKeeper:
         self._open_lock = asyncio.Lock()
         self._save_lock = threading.Lock()
         self._saved_generation: int | None = None
+        self._store_id: str | None = None  # the database's, read on first need (in a thread)
         self._last_save = time.monotonic()
         self._rebuild: asyncio.Future[None] | None = None
         self._rebuild_reason: str | None = None
@@ -199,7 +200,15 @@ class IndexKeeper:
         stamp = read_stamp(self._path)
         if stamp is None or (stamp.model_id, stamp.dim) != (self._space.model_id, self._space.dim):
             return None
+        if stamp.store_id != self._database_id():
+            log.info("the saved index %s was built from another database: ignored", self._path)
+            return None
         return stamp
+
+    def _database_id(self) -> str:
+        if self._store_id is None:
+            self._store_id = self._repo.store_id()
+        return self._store_id
 
     def _load(self, generation: int) -> VectorIndex | None:
         assert self._path is not None
@@ -209,7 +218,7 @@ class IndexKeeper:
         except (OSError, ValueError) as exc:
             log.warning("cannot load the saved index %s (%s); rebuilding", self._path, exc)
             return None
-        if stamp.generation != generation:
+        if (stamp.store_id, stamp.generation) != (self._database_id(), generation):
             return None  # rewritten by another process between the two reads
         index = self._new(faiss_index, generation=generation, trained_for=stamp.trained_for)
         self._saved_generation = generation
@@ -331,7 +340,12 @@ class IndexKeeper:
         with self._save_lock:
             started = time.perf_counter()
             try:
-                stamp = save_index(self._path, index, model_id=self._space.model_id)
+                stamp = save_index(
+                    self._path,
+                    index,
+                    store_id=self._database_id(),
+                    model_id=self._space.model_id,
+                )
             except OSError as exc:
                 self._save_error = f"cannot save the index to {self._path}: {exc}"
                 log.warning("%s", self._save_error)

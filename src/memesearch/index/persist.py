@@ -1,9 +1,11 @@
 """The index file kept next to the database: a stamped FAISS index that loads in seconds.
 
-Layout: a magic line, an 8-byte length, a JSON stamp (format, model, dimension, kind, size and
-the store generation the index reflects), then FAISS's own serialisation. The file is written
-to a temporary name and renamed into place, so a crash leaves the old file or the new one. A
-stamp whose generation differs from the store's means writes happened that the file lacks.
+Layout: a magic line, an 8-byte length, a JSON stamp (format, the database's id, model,
+dimension, kind, size and the store generation the index reflects), then FAISS's own
+serialisation. The file is written to a temporary name and renamed into place, so a crash leaves
+the old file or the new one. A stamp whose generation differs from the store's means writes
+happened that the file lacks; one with another database id was built from another database
+(e.g. one deleted and indexed anew, which reaches the same generations again).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from memesearch.index.vector_index import IndexKind, IndexState, VectorIndex
 log = logging.getLogger(__name__)
 
 MAGIC = b"memesearch faiss index\n"
-FORMAT = 1
+FORMAT = 2  # 2: the stamp names the database (store_id)
 _LENGTH = struct.Struct("<Q")
 _MAX_STAMP = 1 << 20
 
@@ -34,6 +36,7 @@ class IndexStamp:
     """What a saved index holds, readable without loading it."""
 
     format: int
+    store_id: str  # the database the index was built from (`Repository.store_id`)
     model_id: str
     dim: int
     kind: str
@@ -42,7 +45,9 @@ class IndexStamp:
     trained_for: int
 
 
-def save_index(path: Path, index: VectorIndex, *, model_id: str) -> IndexStamp | None:
+def save_index(
+    path: Path, index: VectorIndex, *, store_id: str, model_id: str
+) -> IndexStamp | None:
     """Write `index` to `path` atomically; None (nothing written) if its generation is unknown."""
     if index.generation is None:
         return None
@@ -55,6 +60,7 @@ def save_index(path: Path, index: VectorIndex, *, model_id: str) -> IndexStamp |
             raise _Unknown
         stamp = IndexStamp(
             format=FORMAT,
+            store_id=store_id,
             model_id=model_id,
             dim=index.dim,
             kind=str(state.kind),
