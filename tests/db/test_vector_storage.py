@@ -166,3 +166,20 @@ def test_an_unknown_vector_type_is_a_clear_error(engine: Engine) -> None:
         connection.execute(text("UPDATE vectors SET dtype = 'bfloat16'"))
     with pytest.raises(ValueError, match="'bfloat16'"):
         list(Repository(engine).iter_vectors(space=SPACE))
+
+
+def test_a_new_store_holds_a_1152_d_image_in_about_3_kb_on_disk(tmp_path: Path) -> None:
+    # float16 rows of ~2.4 KB fit one to a 4 KB page (4.5 KB an image in all); 8 KB pages fit 3.
+    path = tmp_path / "sized.db"
+    engine = create_store_engine(f"sqlite:///{path}")
+    upgrade_schema(engine)
+    space = VectorSpace("hf-hub:timm/ViT-SO400M-14-SigLIP-384", 1152)
+    vectors = np.concatenate(list(clustered_vectors(1000, space.dim, clusters=20)))
+    Repository(engine).write_batch(
+        embedded=[embedded(i, v) for i, v in enumerate(vectors)], failed=[], space=space
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA page_size")).scalar() == 8192
+        connection.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
+    engine.dispose()
+    assert path.stat().st_size / len(vectors) < 3400
