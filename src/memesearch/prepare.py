@@ -20,7 +20,7 @@ from memesearch.imaging import (
     resize_for_model,
     upright,
 )
-from memesearch.thumbnails import BROWSER_FORMATS, ThumbnailSpec, write_thumbnail
+from memesearch.thumbnails import ThumbnailSpec, fit_to_serve, write_thumbnail
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +57,7 @@ def prepare_bytes(
             displayed = upright(image, orientation)
             pixels = resize_for_model(displayed, spec)
         if thumbnails is not None:
-            # Served untouched, the original must look the same: browsers differ on EXIF.
-            serves_itself = image_format in BROWSER_FORMATS and orientation == 1
-            original = data if serves_itself and width <= thumbnails.width else None
+            original = fit_to_serve(data, image_format, width, orientation, thumbnails)
             thumbnail, error = write_thumbnail(displayed, thumbnails, digest, original)
     if orientation in SWAPS_AXES:
         width, height = height, width

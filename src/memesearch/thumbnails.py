@@ -1,9 +1,13 @@
-"""Thumbnails written at index time: spec, encoding, and atomic writes into a hash-keyed cache."""
+"""Thumbnails: spec, encoding, atomic writes into a hash-keyed cache, and on-demand backfill."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from io import BytesIO
 from pathlib import Path
@@ -16,11 +20,23 @@ from memesearch.files import write_atomically
 from memesearch.imaging import (
     PILLOW_ERRORS,
     WIDE_GREY_MODES,
+    DecodeLimits,
+    FileVanishedError,
+    PreprocessSpec,
+    content_hash,
+    decode_errors,
+    exif_orientation,
     is_int,
     is_positive_int,
+    load_image,
+    open_image,
+    read_file,
     to_rgb,
     to_rgba,
+    upright,
 )
+
+log = logging.getLogger(__name__)
 
 THUMBNAIL_FORMATS: Final = ("WEBP", "AVIF")
 # What every current browser shows in an <img>; an MPO is a JPEG with more pictures appended.
@@ -78,6 +94,15 @@ def thumbnail_supported_formats() -> tuple[str, ...]:
     return tuple(name for name in THUMBNAIL_FORMATS if name in Image.SAVE)
 
 
+def fit_to_serve(
+    data: bytes, image_format: str, width: int, orientation: int, thumbnails: ThumbnailSpec
+) -> bytes | None:
+    """`data` if the original may stand in for its thumbnail (when no heavier), else None."""
+    # Served untouched, the original must look the same: browsers differ on EXIF.
+    serves_itself = image_format in BROWSER_FORMATS and orientation == 1
+    return data if serves_itself and width <= thumbnails.width else None
+
+
 def write_thumbnail(
     image: Image.Image, thumbnails: ThumbnailSpec, digest: str, original: bytes | None
 ) -> tuple[str | None, str | None]:
@@ -129,3 +154,98 @@ def _shrink(image: Image.Image, width: int) -> Image.Image:
         return image
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+class Backfilled(StrEnum):
+    """What `make_thumbnail` did for a file whose thumbnail was missing."""
+
+    WRITTEN = "written"  # the thumbnail is on disk now
+    ORIGINAL = "original"  # the original weighs no more than a thumbnail: it is its own
+    CHANGED = "changed"  # the file no longer holds the content it was indexed with
+
+
+def make_thumbnail(
+    path: str | os.PathLike[str], digest: str, thumbnails: ThumbnailSpec, limits: DecodeLimits
+) -> Backfilled:
+    """Make the thumbnail of the file at `path` as indexing does, if it still hashes to `digest`.
+
+    ImageDecodeError (FileVanishedError when it is gone) if it cannot be read, decoded or written.
+    """
+    data = read_file(path, limits)
+    # A thumbnail of other content stored under this hash would sit behind an immutable URL;
+    # hashing costs milliseconds next to the decode.
+    if content_hash(data) != digest:
+        return Backfilled.CHANGED
+    with open_image(data, limits) as image:
+        (width, _), image_format = image.size, image.format or "UNKNOWN"
+        # load_image drafts a JPEG down to a box of the spec's size: here, the thumbnail's.
+        load_image(image, PreprocessSpec(size=(thumbnails.width, thumbnails.width)))
+        orientation = exif_orientation(image)
+        with decode_errors("image could not be processed"):
+            displayed = upright(image, orientation)
+        original = fit_to_serve(data, image_format, width, orientation, thumbnails)
+        extension, error = write_thumbnail(displayed, thumbnails, digest, original)
+    if error is not None:
+        raise ImageDecodeError(error)
+    return Backfilled.ORIGINAL if extension is None else Backfilled.WRITTEN
+
+
+class ThumbnailBackfill:
+    """Makes missing thumbnails when they are asked for: one decode per hash, a few at a time."""
+
+    def __init__(
+        self,
+        thumbnails: ThumbnailSpec,
+        limits: DecodeLimits,
+        *,
+        max_decodes: int,
+        memory: int = 100_000,
+    ) -> None:
+        self.thumbnails = thumbnails
+        self.limits = limits
+        self.decodes = 0  # originals read (and decoded unless changed) to make a thumbnail
+        self._slots = asyncio.Semaphore(max_decodes)  # a big PNG decodes to hundreds of MB
+        self._running: dict[str, asyncio.Task[bool]] = {}
+        # Hashes to serve as their original without trying again (too small to thumbnail, or
+        # undecodable), oldest first; bounded, and forgotten on restart.
+        self._originals: dict[str, None] = {}
+        self._memory = memory
+
+    async def ensure(self, original: Path, digest: str) -> bool:
+        """Whether the thumbnail of `digest` is on disk, made from `original` now if missing."""
+        if digest in self._originals:
+            return False
+        task = self._running.get(digest)
+        if task is None:
+            # Its own task: a client that goes away does not cancel what others wait for.
+            task = asyncio.create_task(self._backfill(original, digest))
+            self._running[digest] = task
+            task.add_done_callback(lambda _: self._running.pop(digest, None))
+        return await asyncio.shield(task)
+
+    async def _backfill(self, original: Path, digest: str) -> bool:
+        target = self.thumbnails.path_for(digest)
+        async with self._slots:
+            if await asyncio.to_thread(target.is_file):
+                return True  # written while this request waited, by the indexer or another one
+            self.decodes += 1
+            try:
+                outcome = await asyncio.to_thread(
+                    make_thumbnail, original, digest, self.thumbnails, self.limits
+                )
+            except FileVanishedError:
+                return False
+            except ImageDecodeError as exc:
+                log.warning("no thumbnail for %s, serving the original: %s", original, exc)
+                self._remember(digest)
+                return False
+        if outcome is Backfilled.ORIGINAL:
+            self._remember(digest)
+        elif outcome is Backfilled.CHANGED:
+            log.debug("%s changed since it was indexed: no thumbnail until it is again", original)
+        return outcome is Backfilled.WRITTEN
+
+    def _remember(self, digest: str) -> None:
+        self._originals[digest] = None
+        if len(self._originals) > self._memory:
+            del self._originals[next(iter(self._originals))]

@@ -31,16 +31,20 @@ async def original(path: str, request: Request, state: StateDep) -> Response:
 async def thumbnail(
     image_id: int, extension: str, request: Request, state: StateDep, v: str = ""
 ) -> Response:
-    """The thumbnail made at index time, or the original when it is small enough already."""
+    """The thumbnail (made now if it went missing), or the original when it is small already."""
     row = await asyncio.to_thread(state.services.repo.get_file, file_id=image_id)
     if row is None or row.state is not FileState.OK or row.content_hash is None:
         raise _not_found()
     versioned = bool(v) and row.content_hash.startswith(v)
     cache = _VERSIONED_CACHE if versioned else _ORIGINAL_CACHE
-    thumb = state.services.thumbnails.path_for(row.content_hash)
+    thumb = state.thumbnailer.thumbnails.path_for(row.content_hash)
     if await asyncio.to_thread(thumb.is_file):
         return _serve(request, thumb, cache)
-    return _serve(request, _original_file(state, row), cache)
+    original = _original_file(state, row)
+    # Deleted cache, changed format, or an old index: make it rather than send a 12 MP photo.
+    if await state.thumbnailer.ensure(original, row.content_hash):
+        return _serve(request, thumb, cache)
+    return _serve(request, original, cache)
 
 
 def _original_file(state: AppState, row: FileRow) -> Path:
