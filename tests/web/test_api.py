@@ -238,6 +238,12 @@ def test_health_metrics_and_openapi(served: Served) -> None:
         "/api/mse",
     ):
         assert route in schema["paths"]
+    # Auth off and writable: the schema claims neither credentials nor refusals.
+    assert "securitySchemes" not in schema["components"]
+    for item in schema["paths"].values():
+        for operation in item.values():
+            assert "security" not in operation
+            assert not {"401", "403"} & set(operation["responses"])
 
 
 def test_scores_are_finite_cosines(served: Served) -> None:

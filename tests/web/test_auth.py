@@ -6,11 +6,15 @@ import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Mount
 
+from memesearch.config import AuthSettings
+from memesearch.schemas import ErrorResponse
+from memesearch.web.auth import document_access
 from tests.web.conftest import Served, served_app
 
 TOKEN = "correct-horse-battery-staple"
@@ -186,3 +190,91 @@ def test_weak_credentials_are_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="server.auth") as caught:
         load_settings(config)
     assert "123" not in str(caught.value)  # secrets are never echoed
+
+
+def operations(schema: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """Every documented operation of an OpenAPI schema, by (method, path)."""
+    return {
+        (method, path): operation
+        for path, item in schema["paths"].items()
+        for method, operation in item.items()
+    }
+
+
+def authorization(scheme: dict[str, str], credentials: str) -> dict[str, str]:
+    """The header Swagger UI's "Authorize" dialog sends for an OpenAPI http scheme."""
+    assert scheme["type"] == "http"
+    return {"Authorization": f"{scheme['scheme'].capitalize()} {credentials}"}
+
+
+def error_body(response: dict[str, Any]) -> Any:
+    return response["content"]["application/json"]["schema"]
+
+
+def test_openapi_asks_for_the_bearer_token_in_token_mode(token_mode: Served) -> None:
+    client = token_mode.client
+    assert client.get("/openapi.json").status_code == 401  # the schema stays behind the gate
+    assert client.get("/docs").status_code == 401
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    docs = client.get("/docs", headers=bearer)
+    assert docs.status_code == 200 and "/openapi.json" in docs.text
+    schema = client.get("/openapi.json", headers=bearer).json()
+    scheme = schema["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    documented = operations(schema)
+    assert ("post", "/api/search") in documented and len(documented) >= 7
+    for key, operation in documented.items():
+        assert operation["security"] == [{"bearerAuth": []}], key
+        unauthorized = operation["responses"]["401"]
+        assert error_body(unauthorized) == {"$ref": "#/components/schemas/ErrorResponse"}, key
+        assert "WWW-Authenticate" in unauthorized["headers"]
+        assert "403" not in operation["responses"], key  # writable instance
+    # What /docs does after "Authorize": the scheme's header, on a documented operation.
+    assert client.get("/api/status", headers=authorization(scheme, TOKEN)).status_code == 200
+    refused = client.get("/api/status")
+    assert refused.status_code == 401
+    assert ErrorResponse.model_validate(refused.json()).detail == (
+        "authentication required: send 'Authorization: Bearer <token>'"
+    )
+
+
+def test_openapi_asks_for_a_password_in_basic_mode(basic_mode: Served) -> None:
+    credentials = base64.b64encode(b"meme:lord of memes").decode()
+    client = basic_mode.client
+    schema = client.get("/openapi.json", headers={"Authorization": f"Basic {credentials}"}).json()
+    assert set(schema["components"]["securitySchemes"]) == {"basicAuth"}
+    scheme = schema["components"]["securitySchemes"]["basicAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "basic"
+    for key, operation in operations(schema).items():
+        assert operation["security"] == [{"basicAuth": []}], key
+        assert "401" in operation["responses"], key
+    assert client.get("/api/status", headers=authorization(scheme, credentials)).status_code == 200
+
+
+def test_openapi_claims_no_credentials_when_auth_is_off_and_403_where_read_only_refuses(
+    read_only: Served,
+) -> None:
+    client = read_only.client
+    schema = client.get("/openapi.json").json()
+    assert "securitySchemes" not in schema["components"] and "security" not in schema
+    documented = operations(schema)
+    refused = {key for key, operation in documented.items() if "403" in operation["responses"]}
+    assert refused == {("post", "/api/reindex"), ("post", "/api/search/upload")}
+    for key, operation in documented.items():
+        assert "security" not in operation and "401" not in operation["responses"], key
+    forbidden = documented[("post", "/api/reindex")]["responses"]["403"]
+    assert error_body(forbidden) == {"$ref": "#/components/schemas/ErrorResponse"}
+    response = client.post("/api/reindex")
+    assert response.status_code == 403
+    assert ErrorResponse.model_validate(response.json()).detail == "this instance is read-only"
+    assert client.get("/docs").status_code == 200
+
+
+def test_documented_refusals_bring_their_error_body_along() -> None:
+    settings = AuthSettings(mode="token", token=TOKEN, read_only=True)
+    schema = document_access({"paths": {"/api/reindex": {"post": {"responses": {}}}}}, settings)
+    schemas = schema["components"]["schemas"]
+    assert schemas["ErrorResponse"]["properties"]["detail"]  # a valid $ref without /api routes
+    assert "ValidationIssue" in schemas
+    responses = schema["paths"]["/api/reindex"]["post"]["responses"]
+    assert set(responses) == {"401", "403"}

@@ -10,9 +10,10 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
 from prometheus_fastapi_instrumentator import Instrumentator
 
-from memesearch.config import Settings
+from memesearch.config import AuthSettings, Settings
 from memesearch.live import LiveIndexer
 from memesearch.metrics import Metrics
 from memesearch.resources import data_path
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
     """Build the app; model, store, index and indexer start in its lifespan."""
     metrics = Metrics()
+    templates = Jinja2Templates(directory=data_path("templates"))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[dict[str, Any]]:
@@ -53,6 +55,7 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
                     settings.thumbnails.folder.parent / "uploads",
                     max_bytes=int(settings.server.upload_cache_mb * 2**20),
                 ),
+                templates=templates,
             )
             if start_indexer:
                 live.start()
@@ -69,6 +72,7 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
         description="Semantic search over a folder of memes.",
     )
     install_error_handlers(app)
+    _document_access(app, settings.server.auth)
     gate = auth.Gate(settings.server.auth)
     app.state.gate = gate  # the login route signs sessions with it
     app.add_middleware(auth.AuthMiddleware, gate=gate)
@@ -87,3 +91,15 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
         return JSONResponse({"status": "ok"})
 
     return app
+
+
+def _document_access(app: FastAPI, settings: AuthSettings) -> None:
+    """Publish in /openapi.json what the gate asks, so clients and /docs send credentials."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:  # built once, on the first request for it
+            app.openapi_schema = auth.document_access(generate(), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it

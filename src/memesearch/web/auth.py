@@ -1,7 +1,7 @@
 """Access control: off, a bearer token (API) + login form and session cookie (UI), or HTTP basic.
 
 One pure ASGI middleware guards every route but a small public set; a read-only mode refuses the
-endpoints that change state or store files.
+endpoints that change state or store files. `document_access` tells the OpenAPI schema the same.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Form, Request
@@ -21,7 +21,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memesearch.config import AuthSettings
-from memesearch.web.pages import templates
+from memesearch.schemas import ErrorResponse
+from memesearch.web.state import StateDep
 
 COOKIE = "memesearch_session"
 PUBLIC_PATHS = ("/login", "/static/")  # plus /healthz always, /metrics when configured
@@ -93,20 +94,14 @@ class AuthMiddleware:
         path: str = scope["path"]
         headers = Headers(scope=scope)
         settings = self.gate.settings
-        if settings.read_only and scope["method"] == "POST" and path in READ_ONLY_REFUSED:
+        if is_refused(scope["method"], path, settings):
             response: Response = _json(403, "this instance is read-only")
-        elif self._public(path) or self.gate.allows(headers):
+        elif is_public(path, settings) or self.gate.allows(headers):
             await self.app(scope, receive, send)
             return
         else:
             response = self._challenge(path, scope.get("query_string", b""), headers)
         await response(scope, receive, send)
-
-    def _public(self, path: str) -> bool:
-        settings = self.gate.settings
-        if settings.mode == "off" or path == "/healthz" or path.startswith(PUBLIC_PATHS):
-            return True
-        return path == "/metrics" and settings.public_metrics
 
     def _challenge(self, path: str, query: bytes, headers: Headers) -> Response:
         if self.gate.settings.mode == "basic":
@@ -124,21 +119,113 @@ class AuthMiddleware:
         return response
 
 
+def is_public(path: str, settings: AuthSettings) -> bool:
+    """Whether the gate lets requests for `path` through without credentials."""
+    if settings.mode == "off" or path == "/healthz" or path.startswith(PUBLIC_PATHS):
+        return True
+    return path == "/metrics" and settings.public_metrics
+
+
+def is_refused(method: str, path: str, settings: AuthSettings) -> bool:
+    """Whether read-only mode turns the request away, whoever sends it."""
+    return settings.read_only and method.upper() == "POST" and path in READ_ONLY_REFUSED
+
+
+def document_access(schema: dict[str, Any], settings: AuthSettings) -> dict[str, Any]:
+    """Add to an OpenAPI `schema` what the gate asks of each operation: credentials, read-only."""
+    components = schema.setdefault("components", {})
+    error = _error_schema(components.setdefault("schemas", {}))
+    scheme = _SCHEMES.get(settings.mode)
+    if scheme is not None:
+        components.setdefault("securitySchemes", {})[scheme.name] = {
+            "type": "http",
+            "scheme": scheme.http,
+            "description": scheme.description,
+        }
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            if method not in _METHODS:
+                continue
+            responses = operation.setdefault("responses", {})
+            if scheme is not None and not is_public(path, settings):
+                operation["security"] = [{scheme.name: []}]
+                responses["401"] = _error_response(scheme.refusal, error, challenge=True)
+            if is_refused(method, path, settings):
+                responses["403"] = _error_response("This instance is read-only", error)
+    return schema
+
+
+@dataclass(frozen=True, slots=True)
+class _Scheme:
+    """How the OpenAPI schema names and explains one mode's credentials."""
+
+    name: str
+    http: str  # an http scheme: what Swagger UI's "Authorize" dialog and client generators know
+    description: str
+    refusal: str
+
+
+_SCHEMES = {
+    "token": _Scheme(
+        "bearerAuth",
+        "bearer",
+        "The `server.auth.token` of this instance.",
+        "No or wrong credentials: send `Authorization: Bearer <token>`",
+    ),
+    "basic": _Scheme(
+        "basicAuth",
+        "basic",
+        "`server.auth.username` and `server.auth.password`.",
+        "No or wrong username and password",
+    ),
+}
+_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+_REF = "#/components/schemas/"
+
+
+def _error_response(
+    description: str, error: dict[str, str], *, challenge: bool = False
+) -> dict[str, Any]:
+    """A documented error status whose body is the API's usual `{"detail": ...}`."""
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": dict(error)}},
+    }
+    if challenge:
+        header = {"description": "The scheme to authenticate with", "schema": {"type": "string"}}
+        response["headers"] = {"WWW-Authenticate": header}
+    return response
+
+
+def _error_schema(schemas: dict[str, Any]) -> dict[str, str]:
+    """A reference to the error body, added to `schemas` if no operation brought it in yet."""
+    if "ErrorResponse" not in schemas:
+        definition = ErrorResponse.model_json_schema(ref_template=_REF + "{model}")
+        for name, nested in definition.pop("$defs", {}).items():
+            schemas.setdefault(name, nested)
+        schemas["ErrorResponse"] = definition
+    return {"$ref": _REF + "ErrorResponse"}
+
+
 @router.get("/login", response_class=HTMLResponse)
-async def login_form(request: Request, next: str = "/") -> Response:
+async def login_form(request: Request, state: StateDep, next: str = "/") -> Response:
     """The login page of token mode."""
-    return templates.TemplateResponse(request, "login.html", {"next": _local(next), "error": ""})
+    context = {"next": _local(next), "error": ""}
+    return state.templates.TemplateResponse(request, "login.html", context)
 
 
 @router.post("/login")
 async def login(
-    request: Request, token: Annotated[str, Form()] = "", next: Annotated[str, Form()] = "/"
+    request: Request,
+    state: StateDep,
+    token: Annotated[str, Form()] = "",
+    next: Annotated[str, Form()] = "/",
 ) -> Response:
     """Check the token; on success set the session cookie and go where the user was going."""
     gate: Gate = request.app.state.gate
     if gate.settings.mode != "token" or not _same(token, gate.settings.token):
         context = {"next": _local(next), "error": "That token is not right."}
-        return templates.TemplateResponse(request, "login.html", context, status_code=401)
+        return state.templates.TemplateResponse(request, "login.html", context, status_code=401)
     response = RedirectResponse(_local(next), status_code=303)
     response.set_cookie(
         COOKIE,

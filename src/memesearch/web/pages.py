@@ -14,12 +14,10 @@ from urllib.parse import quote_plus
 
 from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFile, status
 from fastapi.responses import JSONResponse
-from fastapi.templating import Jinja2Templates
 from starlette.datastructures import QueryParams
 
 from memesearch.errors import MemesearchError, QueryError
 from memesearch.query import Term
-from memesearch.resources import data_path
 from memesearch.search import SearchPage
 from memesearch.uploads import is_upload_hash, media_type
 from memesearch.web.errors import PayloadTooLarge, status_for
@@ -28,7 +26,6 @@ from memesearch.web.urls import media_url, thumbnail_url
 
 log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=data_path("templates"))
 
 PAGE_SIZE = 36
 _IMMUTABLE = "public, max-age=31536000, immutable"
@@ -174,7 +171,7 @@ async def results(request: Request, state: StateDep) -> Response:
 @router.get("/status")
 async def status_partial(request: Request, state: StateDep) -> Response:
     """The indexed count and live progress; it polls itself only while indexing."""
-    return templates.TemplateResponse(
+    return state.templates.TemplateResponse(
         request, "_status.html", {"status": await _status(state)}, headers=_NO_STORE
     )
 
@@ -222,13 +219,13 @@ async def _render(request: Request, state: AppState, *, partial: bool) -> Respon
         context["error"] = message[:1].upper() + message[1:]
     context |= {"offset": offset, "searched": bool(specs) and context["error"] is None}
     if partial:  # HTMX swaps only 2xx answers: the message must arrive as one
-        return templates.TemplateResponse(request, "_results.html", context)
+        return state.templates.TemplateResponse(request, "_results.html", context)
     context |= {
         "terms": _term_views(state, specs),
         "status": await _status(state),
         "title": " · ".join(_title_part(spec) for spec in specs),
     }
-    return templates.TemplateResponse(request, "index.html", context, status_code=code)
+    return state.templates.TemplateResponse(request, "index.html", context, status_code=code)
 
 
 def _results_context(state: AppState, specs: list[TermSpec], page: SearchPage) -> dict[str, Any]:

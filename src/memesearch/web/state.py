@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.templating import Jinja2Templates
 
 from memesearch.config import Settings
 from memesearch.live import LiveIndexer
 from memesearch.metrics import Metrics
 from memesearch.search import SearchService
 from memesearch.services import Services
+from memesearch.thumbnails import ThumbnailBackfill
 from memesearch.uploads import UploadCache
 
 
@@ -26,6 +28,16 @@ class AppState:
     metrics: Metrics
     device: str
     uploads: UploadCache
+    templates: Jinja2Templates  # built by create_app: pages and the login form render with it
+    thumbnailer: ThumbnailBackfill = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Makes missing thumbnails with half the decode workers: searches need the CPU too."""
+        self.thumbnailer = ThumbnailBackfill(
+            self.services.thumbnails,
+            self.services.limits,
+            max_decodes=max(1, self.settings.indexer.worker_count() // 2),
+        )
 
 
 def get_state(request: Request) -> AppState:
