@@ -12,6 +12,7 @@ Prints p50 and max per kind; the baseline is the watcher's debounce.
 
     python bench/live.py                       # 3000 images, 20 rounds
     python bench/live.py --rounds 40 --settle-seconds 0
+    python bench/live.py --bulk 100000 --rounds 5   # the same changes in a 100k library
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/corpus.py makes the pictures; bench/load.py serves
 
 from bench.load import free_port, wait_until  # noqa: E402
-from bench.rescan import machine  # noqa: E402
+from bench.rescan import machine, make_library  # noqa: E402
 from tests.conftest import write_config  # noqa: E402
 from tests.corpus import encode, picture, write_image  # noqa: E402
 
@@ -142,6 +143,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     library = work / "memes"
     for i in range(args.files):
         write_image(library / f"batch{i // 500}" / f"m{i:06d}.jpg", seed=i, size=(160, 120))
+    if args.bulk:  # a big library: tiny PNGs in nested folders, indexed when the server starts
+        make_library(library / "bulk", args.bulk, folders=max(1, args.bulk // 330))
     (library / "live").mkdir()
     model = f"local-dir:{build_tiny_model(work / 'model')}"
     port = free_port()
@@ -164,7 +167,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {kind: [] for kind in KINDS}
     try:
         await asyncio.sleep(1)
-        await wait_until(base, indexing=False)
+        await wait_until(base, indexing=False, timeout=3600)  # the first pass indexes it all
         async with httpx.AsyncClient(base_url=base, timeout=30) as http:
             status = (await http.get("/api/status")).json()
             print(f"server up: {status['indexed']} images indexed")
@@ -192,6 +195,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--files", type=int, default=3000, help="images in the library")
     parser.add_argument("--rounds", type=int, default=20, help="changes of each kind")
+    parser.add_argument(
+        "--bulk", type=int, default=0, help="tiny PNGs added to the library, to make it big"
+    )
     parser.add_argument("--debounce-ms", type=int, help="[indexer] debounce_ms (default: config)")
     parser.add_argument("--settle-seconds", type=float, help="[indexer] settle_seconds")
     args = parser.parse_args()
@@ -205,7 +211,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="memesearch-live-") as folder:
         samples = asyncio.run(run(args, Path(folder)))
     print(
-        f"files={args.files} rounds={args.rounds} {host} "
+        f"files={args.files} bulk={args.bulk} rounds={args.rounds} {host} "
         f"debounce_ms={settings.debounce_ms} settle_seconds={settings.settle_seconds}"
     )
     for kind, seconds in samples.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,10 +26,10 @@ class IndexRun:
     model_stats: EmbedStats | None
 
 
-async def index_once(settings: Settings) -> IndexRun:
-    """One full indexing run, as `memesearch index` does it."""
+async def index_once(settings: Settings, paths: Iterable[str] | None = None) -> IndexRun:
+    """One indexing run, as `memesearch index` does it; with `paths`, as the watcher does."""
     async with open_services(settings) as services:
-        report = await (await services.indexer()).run()
+        report = await (await services.indexer()).run(paths=paths)
         embedder = services.runtime.embedder
         return IndexRun(report, None if embedder is None else embedder.stats)
 

@@ -82,6 +82,68 @@ async def test_add_modify_rename_copy_touch_delete_apply_exactly(
     assert len(after_vectors) == len(ok_files) == len(small_corpus) + 1
 
 
+async def test_a_pass_over_reported_paths_applies_them_exactly_and_touches_nothing_else(
+    settings: Settings, library: Path, small_corpus: list[str]
+) -> None:
+    await index_once(settings)
+    before, _ = await stored_rows(settings)
+    folders = sorted({rel.split("/")[0] for rel in small_corpus if "/" in rel})
+    moved_folder, deleted_folder = folders[0], folders[1]
+    in_moved = [rel for rel in small_corpus if rel.startswith(moved_folder + "/")]
+    in_deleted = [rel for rel in small_corpus if rel.startswith(deleted_folder + "/")]
+    loose = [rel for rel in small_corpus if "/" not in rel or rel.startswith("photos/")]
+    os.rename(library / moved_folder, library / "moved here")
+    shutil.rmtree(library / deleted_folder)
+    copy = "copy of it" + Path(loose[0]).suffix
+    shutil.copy(library / loose[0], library / copy)
+    write_image(library / loose[1], seed=999_001)
+    bump_mtime(library / loose[1])
+    (library / loose[2]).unlink()
+    write_image(library / "brand new.png", seed=999_002)
+    unreported = loose[3]
+    (library / unreported).unlink()  # a change no watcher reported
+    reported = [moved_folder, "moved here", deleted_folder, copy, loose[1], loose[2]]
+    reported += ["brand new.png", "brand new.png", f"{deleted_folder}/gone twice.png"]
+
+    report = (await index_once(settings, paths=reported)).report
+    assert report.scope == 7  # duplicates and paths inside a reported folder fold away
+    assert report.scanned == len(in_moved) + 3
+    assert (report.added, report.updated, report.renamed, report.copied) == (1, 1, len(in_moved), 1)
+    assert report.removed == len(in_deleted) + 1
+    assert report.decoded == report.embedded == 2
+    after, _ = await stored_rows(settings)
+    for rel in in_moved:
+        assert after["moved here" + rel[len(moved_folder) :]].id == before[rel].id
+    assert not any(path.startswith((moved_folder + "/", deleted_folder + "/")) for path in after)
+    assert unreported in after  # outside the scope: left for a full pass
+
+    full = (await index_once(settings)).report
+    assert (full.removed, full.added, full.updated, full.renamed) == (1, 0, 0, 0)
+    assert unreported not in (await stored_rows(settings))[0]
+
+
+async def test_a_pass_over_the_root_or_odd_paths_covers_the_whole_library(
+    settings: Settings, library: Path, small_corpus: list[str]
+) -> None:
+    await index_once(settings)
+    (library / small_corpus[0]).unlink()
+    for paths in ([""], ["../elsewhere"]):
+        report = (await index_once(settings, paths=paths)).report
+        assert report.scope is None and report.scanned >= len(small_corpus) - 1
+    assert small_corpus[0] not in (await stored_rows(settings))[0]
+
+
+async def test_a_scoped_pass_on_a_missing_library_changes_nothing(
+    settings: Settings, library: Path, small_corpus: list[str]
+) -> None:
+    await index_once(settings)
+    before, _ = await stored_rows(settings)
+    shutil.move(library, library.with_name("unmounted"))
+    with pytest.raises(LibraryError):
+        await index_once(settings, paths=[small_corpus[0]])
+    assert set((await stored_rows(settings))[0]) == set(before)
+
+
 async def test_broken_files_are_recorded_and_retried_only_when_changed(
     settings: Settings, library: Path
 ) -> None:

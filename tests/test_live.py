@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -171,3 +172,39 @@ async def test_a_copy_in_progress_is_looked_at_again_only_while_it_is_needed(
         assert await top_path(run.search, tmp_path / "whole.jpg") == "copying.jpg"
         await asyncio.sleep(2.5)  # past the retry the deferral had asked for
         assert run.live.status.runs == status.runs
+
+
+async def test_the_watcher_looks_only_at_what_changed_folders_included(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    for i in range(6):
+        write_image(library / "old" / f"{i}.png", seed=10 + i)
+    outside = tmp_path / "outside"
+    arriving = [write_image(outside / f"{i}.png", seed=20 + i).read_bytes() for i in range(3)]
+    settings = load_settings(live_config(tmp_path, library, tiny_model_dir, rescan_minutes=0))
+    async with running(settings) as run:
+        status = await run.live.wait_idle()
+        assert status.last_report is not None and status.last_report.scope is None  # start: all
+
+        # A folder moved in, named like a file: every picture in it is found.
+        os.rename(outside, library / "2024.memes")
+
+        async def arrived() -> bool:
+            pages = [await run.search.search([Term.image(data)], k=1) for data in arriving]
+            paths = [page.hits[0].path if page.hits else None for page in pages]
+            return paths == [f"2024.memes/{i}.png" for i in range(3)]
+
+        await eventually(arrived)
+        report = run.live.status.last_report
+        assert report is not None and report.scope is not None
+        assert report.scanned < 6  # the six old files were not looked at again
+
+        # The folder moved out again: its pictures leave the index.
+        os.rename(library / "2024.memes", tmp_path / "away")
+
+        async def left() -> bool:
+            counts = run.services.repo.counts(space=run.services.space)
+            return counts.files == 6 and run.services.keeper.status().vectors == 6
+
+        await eventually(left)
+        assert run.live.status.last_error is None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
 
 from memesearch.config import IMAGE_EXTENSIONS
 from memesearch.errors import LibraryError
-from memesearch.scan import ScanOptions, scan_library
+from memesearch.scan import ScanOptions, normalize_scope, scan_library, scan_paths
 
 OPTIONS = ScanOptions(extensions=frozenset(IMAGE_EXTENSIONS))
 
@@ -112,3 +113,71 @@ def test_missing_or_non_folder_root_raises(tmp_path: Path) -> None:
     touch(tmp_path / "file.jpg")
     with pytest.raises(LibraryError, match="not a folder"):
         scan_library(tmp_path / "file.jpg", OPTIONS)
+
+
+def _within(path: str, scope: list[str]) -> bool:
+    return any(path == top or path.startswith(top + "/") for top in scope)
+
+
+def test_a_scoped_scan_finds_exactly_what_a_full_scan_finds_there(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    names = ["a", "b", "a b", "ab", ".h", "x.memes", "日本"]
+    files = ["top.jpg", "notes.txt", "a.jpg"]
+    for _ in range(120):
+        depth = rng.randint(0, 3)
+        folders = [rng.choice(names) for _ in range(depth)]
+        leaf = rng.choice(["p.png", "q.JPG", "r.txt", ".s.jpg", "t.webp", "u"])
+        files.append("/".join([*folders, leaf]))
+    for rel in files:
+        touch(tmp_path / rel)
+    touch(tmp_path / "own" / "thumb.jpg")
+    os.symlink(tmp_path / "a", tmp_path / "link")
+    for options in (
+        ScanOptions(OPTIONS.extensions, exclude=(tmp_path / "own",)),
+        ScanOptions(OPTIONS.extensions, include_hidden=True, follow_symlinks=True),
+    ):
+        full = scan_library(tmp_path, options).files
+        candidates = sorted({*files, *(f.rsplit("/", 1)[0] for f in files if "/" in f)})
+        candidates += ["gone.jpg", "gone/deeper", "own", "own/thumb.jpg", "link", "link/p.png"]
+        for _ in range(40):
+            scope = normalize_scope(rng.sample(candidates, rng.randint(1, 6)))
+            assert scope is not None
+            scoped = scan_paths(tmp_path, options, scope)
+            assert scoped.files == {p: i for p, i in full.items() if _within(p, scope)}, scope
+
+
+def test_a_scoped_scan_of_what_is_gone_or_never_part_of_the_library_finds_nothing(
+    tmp_path: Path,
+) -> None:
+    touch(tmp_path / "kept" / "a.jpg")
+    touch(tmp_path / ".hidden" / "b.jpg")
+    touch(tmp_path / "kept" / "notes.txt")
+    touch(tmp_path / "file.jpg")
+    os.symlink(tmp_path / "kept", tmp_path / "linked")
+    scope = ["gone", "kept/gone.jpg", ".hidden", "kept/notes.txt", "file.jpg/below.jpg", "linked"]
+    for path in scope:
+        assert scan_paths(tmp_path, OPTIONS, [path]).files == {}, path
+    assert scan_paths(tmp_path, OPTIONS, scope).files == {}
+    assert list(scan_paths(tmp_path, OPTIONS, ["kept"]).files) == ["kept/a.jpg"]
+
+
+def test_a_scoped_scan_still_refuses_an_unreadable_library(tmp_path: Path) -> None:
+    with pytest.raises(LibraryError):
+        scan_paths(tmp_path / "unmounted", OPTIONS, ["a.jpg"])
+
+
+def test_scopes_are_deduplicated_and_nested_paths_folded_into_their_folder() -> None:
+    assert normalize_scope(["b/x.jpg", "a", "a/y.jpg", "a b/z.jpg", "b/x.jpg", "ab"]) == [
+        "a",
+        "a b/z.jpg",
+        "ab",
+        "b/x.jpg",
+    ]
+    assert normalize_scope([]) == []
+
+
+@pytest.mark.parametrize("path", ["", ".", "a/../b", "/abs.jpg", "a//b.jpg", "bad\udcff.jpg"])
+def test_a_scope_that_is_the_root_or_not_a_plain_path_means_the_whole_library(
+    path: str,
+) -> None:
+    assert normalize_scope(["fine.jpg", path]) is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -29,7 +29,7 @@ from memesearch.embed.runtime import ModelRuntime
 from memesearch.imaging import DecodeLimits, PreprocessSpec
 from memesearch.index import VectorIndex
 from memesearch.prepare import PreparedImage
-from memesearch.scan import FileInfo, ScanOptions, scan_library
+from memesearch.scan import FileInfo, ScanOptions, normalize_scope, scan_library, scan_paths
 from memesearch.thumbnails import ThumbnailSpec
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,8 @@ _Batch = list[tuple[FileInfo, PreparedImage | JobFailure]]
 # While the model loads, decoded batches beyond `prefetch_batches` are held, up to this many
 # bytes of model input, so that the decode workers need not wait for the weights.
 _HOLD_BYTES: Final = 256 * 1024 * 1024
+# A scoped pass over more paths than this walks the whole library instead.
+MAX_SCOPE: Final = 5000
 
 
 class _SpecMismatch(Exception):
@@ -83,6 +85,7 @@ class IndexReport:
     still_failing: int = 0
     scan_problems: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    scope: int | None = None  # paths a scoped pass looked at; None for the whole library
 
     @property
     def changed(self) -> bool:
@@ -120,17 +123,29 @@ class Indexer:
         self._limits = limits
         self._thumbnails = thumbnails
 
-    async def run(self, progress: ProgressCallback | None = None) -> IndexReport:
-        """One full pass; a bad file is recorded and skipped, never fatal."""
+    async def run(
+        self, progress: ProgressCallback | None = None, *, paths: Iterable[str] | None = None
+    ) -> IndexReport:
+        """One pass; a bad file is recorded and skipped, never fatal.
+
+        `paths` (library-relative, '/'-separated) limits the pass to those files and folders,
+        found or gone: what a watcher reported. The result is what a full pass would do there,
+        at a cost that does not grow with the library. Without it, the whole library.
+        """
         started = time.perf_counter()
         notify = progress or (lambda _event: None)
-        report = IndexReport()
-        scanned, rejected = await self._scan(report)
+        scope = None if paths is None else normalize_scope(paths)
+        if scope is not None and len(scope) > MAX_SCOPE:
+            scope = None  # so many changes that one walk is cheaper than path-by-path
+        report = IndexReport(scope=None if scope is None else len(scope))
+        scanned, rejected = await self._scan(report, scope)
         notify(Progress(Phase.SCAN, len(scanned), len(scanned)))
-        stored = await asyncio.to_thread(self._repo.stored_files, space=self._space)
+        stored = await asyncio.to_thread(self._repo.stored_files, space=self._space, under=scope)
         diff = diff_scan(scanned, stored)
         report.unchanged, report.still_failing = diff.unchanged, diff.still_failing
-        resolution = await self._resolve(diff, stored, notify, rejected)
+        # Skipping the hash pass needs a store empty as a whole, not just in the scope.
+        empty = not stored and scope is None
+        resolution = await self._resolve(diff, stored, notify, rejected, empty=empty)
         await self._apply_reuse(resolution, diff, report)
         new_paths = {info.path for info in resolution.to_embed if info.path not in stored}
         await self._embed(resolution.to_embed, new_paths, report, notify)
@@ -139,9 +154,14 @@ class Indexer:
         notify(Progress(Phase.DONE, report.scanned, report.scanned))
         return report
 
-    async def _scan(self, report: IndexReport) -> tuple[dict[str, FileInfo], dict[str, str]]:
-        """Every file found, and why those refused for their names were refused."""
-        scan = await asyncio.to_thread(scan_library, self._root, self._scan_options)
+    async def _scan(
+        self, report: IndexReport, scope: list[str] | None
+    ) -> tuple[dict[str, FileInfo], dict[str, str]]:
+        """Every file found (in the scope), and why those refused for their names were refused."""
+        if scope is None:
+            scan = await asyncio.to_thread(scan_library, self._root, self._scan_options)
+        else:
+            scan = await asyncio.to_thread(scan_paths, self._root, self._scan_options, scope)
         # A file refused for its name is a failed file like any other (listed, retried only
         # when it changes, gone once renamed), so it is diffed with the rest but never read.
         rejected = {path: item.reason for path, item in scan.rejected.items()}
@@ -156,6 +176,8 @@ class Indexer:
         stored: dict[str, StoredFile],
         notify: ProgressCallback,
         rejected: dict[str, str],
+        *,
+        empty: bool,
     ) -> Resolution:
         hashes: dict[str, str] = {}
         unreadable = {
@@ -163,7 +185,7 @@ class Indexer:
         }
         to_hash = [info for info in diff.to_hash if info.path not in rejected]
         total = len(diff.to_hash)
-        if not stored:
+        if empty:
             # An empty store holds no content to reuse, so hashing first would only read every
             # file twice: the decode workers hash what they read anyway.
             notify(Progress(Phase.HASH, total, total))

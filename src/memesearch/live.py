@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Final
 
 from watchfiles import Change, awatch
 
@@ -16,6 +18,8 @@ from memesearch.indexer import IndexReport, Phase, Progress
 from memesearch.services import Services
 
 log = logging.getLogger(__name__)
+# A watcher batch with more changed paths than this starts a pass over the whole library.
+WATCH_BURST: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,9 @@ class LiveIndexer:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._retry: asyncio.TimerHandle | None = None  # a look at files still being written
+        # What the next pass covers: paths the watcher reported, or None for the whole library.
+        self._pending: set[str] | None = set()
+        self._deferred: set[str] = set()  # files that were still being written, to look at again
         self.status = IndexingStatus()
 
     def start(self) -> None:
@@ -66,7 +73,17 @@ class LiveIndexer:
         self.request_rescan()
 
     def request_rescan(self) -> None:
-        """Ask for a pass; several requests before it starts cause only one."""
+        """Ask for a pass over the whole library; requests before it starts fold into it."""
+        self._pending = None
+        self._wake.set()
+
+    def request_paths(self, paths: Iterable[str]) -> None:
+        """Ask for a pass over these library-relative paths (files or folders, found or gone)."""
+        paths = set(paths)
+        if not paths:
+            return
+        if self._pending is not None:
+            self._pending |= paths
         self._wake.set()
 
     async def wait_idle(self) -> IndexingStatus:
@@ -87,20 +104,29 @@ class LiveIndexer:
     async def _watch(self) -> None:
         """Rescan shortly after anything relevant changes under the library folder."""
         settings = self._services.settings
+        root = settings.library.path
         while not self._stop.is_set():
             try:
-                async for _ in awatch(
-                    settings.library.path,
+                async for changes in awatch(
+                    root,
                     watch_filter=self._relevant,
                     debounce=settings.indexer.debounce_ms,
                     step=50,
                     stop_event=self._stop,
                     ignore_permission_denied=True,
                 ):
-                    self.request_rescan()
+                    if len(changes) > WATCH_BURST:
+                        # A burst this big may have overflowed the kernel's event queue, and
+                        # lost events are only found by a walk; it costs about as much anyway.
+                        self.request_rescan()
+                    else:
+                        self.request_paths(
+                            Path(path).relative_to(root).as_posix() for _, path in changes
+                        )
             except (OSError, RuntimeError) as exc:  # the folder vanished, or inotify ran out
-                log.warning("cannot watch %s (%s); relying on rescans", settings.library.path, exc)
+                log.warning("cannot watch %s (%s); relying on rescans", root, exc)
                 await asyncio.sleep(30)
+                self.request_rescan()  # whatever changed while nothing was watching
 
     def _relevant(self, change: Change, path: str) -> bool:
         lib = self._services.settings.library
@@ -110,7 +136,9 @@ class LiveIndexer:
         if relative is None or any(part.startswith(".") for part in relative.parts):
             return lib.include_hidden and relative is not None
         suffix = relative.suffix.lower()
-        return suffix in lib.extensions or not suffix  # an image, or maybe a whole folder
+        if suffix in lib.extensions or not suffix or change is Change.deleted:
+            return True  # an image, or maybe a folder (one moved away may hold indexed files)
+        return os.path.isdir(path)  # a folder named like "2024.memes"
 
     async def _every(self, seconds: float) -> None:
         """Full rescans on a timer, for changes no watcher reports (network mounts)."""
@@ -122,21 +150,24 @@ class LiveIndexer:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self._pass()
+            scope, self._pending = self._pending, set()
+            await self._pass(scope)
 
-    async def _pass(self) -> None:
+    async def _pass(self, scope: set[str] | None) -> None:
         self.status = replace(self.status, indexing=True, phase=Phase.SCAN, done=0, total=0)
         error: str | None = None
         report: IndexReport | None = None
         try:
             indexer = await self._services.indexer()
-            report = await indexer.run(progress=self._progress)
+            report = await indexer.run(progress=self._progress, paths=scope)
         except MemesearchError as exc:
             error = str(exc)
             log.error("indexing pass failed: %s", exc)
         except Exception as exc:  # a bug must not kill the server's indexing loop
             error = f"unexpected error: {exc.__class__.__name__}: {exc}"
             log.exception("indexing pass crashed")
+        if report is None and scope is not None and self._pending is not None:
+            self._pending |= scope  # not lost: the next pass, whatever asks for it, covers them
         self.status = replace(
             self.status,
             indexing=False,
@@ -153,11 +184,17 @@ class LiveIndexer:
         except Exception:
             log.exception("index upkeep failed")
         if report is not None:
-            # Files still being written: look again once they should have settled. Every pass
-            # sees every file, so one retry after the latest pass that deferred any covers them
-            # all, and none is needed once a pass defers nothing (a watched copy that finished).
+            # Files still being written: look again once they should have settled. A pass
+            # settles the deferrals in its scope (every one, for a full pass), so one retry,
+            # after the latest pass that deferred any, covers all still open; none is needed
+            # once none are (a watched copy that finished).
+            if report.scope is None:
+                self._deferred = set(report.deferred)
+            else:
+                still = {path for path in self._deferred if not _within(path, scope or ())}
+                self._deferred = still | set(report.deferred)
             settle = self._services.settings.indexer.settle_seconds
-            self._schedule_retry(settle + 1 if report.deferred else None)
+            self._schedule_retry(settle + 1 if self._deferred else None)
 
     def _schedule_retry(self, delay: float | None) -> None:
         """Replace the pending retry with one in `delay` seconds, or none."""
@@ -165,7 +202,13 @@ class LiveIndexer:
             self._retry.cancel()
             self._retry = None
         if delay is not None:
-            self._retry = asyncio.get_running_loop().call_later(delay, self.request_rescan)
+            loop = asyncio.get_running_loop()
+            self._retry = loop.call_later(delay, lambda: self.request_paths(self._deferred))
 
     def _progress(self, event: Progress) -> None:
         self.status = replace(self.status, phase=event.phase, done=event.done, total=event.total)
+
+
+def _within(path: str, scope: Iterable[str]) -> bool:
+    """Whether a pass over `scope` looked at `path`."""
+    return any(path == top or path.startswith(top + "/") for top in scope)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -55,6 +56,57 @@ def scan_library(root: Path, options: ScanOptions) -> ScanResult:
     Raises LibraryError when the root itself is missing or unreadable.
     """
     root = root.resolve()
+    root_stat = _readable_root(root)
+    walk = _Walk(options, {path.resolve() for path in options.exclude})
+    walk.visited.add((root_stat.st_dev, root_stat.st_ino))
+    walk.folder(str(root), "", None)
+    return walk.finish()
+
+
+def scan_paths(root: Path, options: ScanOptions, scope: Iterable[str]) -> ScanResult:
+    """What a full scan would find at or below each path of `scope`, and nothing else.
+
+    `scope` holds '/'-separated paths relative to `root` (see `normalize_scope`): a file, a
+    folder (walked like the library), or a path that no longer exists (nothing found). A path
+    that a full scan would not enter (hidden, excluded, behind a symlink that is not followed)
+    finds nothing too, exactly like a full scan. Raises LibraryError like `scan_library`.
+    """
+    root = root.resolve()
+    root_stat = _readable_root(root)
+    walk = _Walk(options, {path.resolve() for path in options.exclude})
+    walk.visited.add((root_stat.st_dev, root_stat.st_ino))
+    for rel_path in scope:
+        walk.path(root, rel_path)
+    return walk.finish()
+
+
+def normalize_scope(paths: Iterable[str]) -> list[str] | None:
+    """Sorted distinct paths with none inside another; None when that means the whole library.
+
+    The whole library is meant by the root itself ("" or "."), and by any path that is not a
+    plain relative path of valid UTF-8 names (printable names of rejected files only match
+    in a full scan).
+    """
+    clean: set[str] = set()
+    for path in paths:
+        parts = path.split("/")
+        if path in ("", ".") or any(part in ("", ".", "..") for part in parts):
+            return None
+        if not _valid_name(path):
+            return None
+        clean.add(path)
+    scope: list[str] = []
+    kept: set[str] = set()
+    for path in sorted(clean):  # a folder sorts before everything inside it
+        parts = path.split("/")
+        if not any("/".join(parts[:depth]) in kept for depth in range(1, len(parts))):
+            kept.add(path)
+            scope.append(path)
+    return scope
+
+
+def _readable_root(root: Path) -> os.stat_result:
+    """The root's stat; LibraryError unless it is a folder that can be listed."""
     # Never read an unreadable root as "everything was deleted": an unmounted drive must not
     # empty the index.
     try:
@@ -65,14 +117,7 @@ def scan_library(root: Path, options: ScanOptions) -> ScanResult:
             pass
     except OSError as exc:
         raise LibraryError(f"library folder {root} cannot be read: {exc.strerror}") from exc
-    walk = _Walk(options, {path.resolve() for path in options.exclude})
-    walk.visited.add((root_stat.st_dev, root_stat.st_ino))
-    walk.folder(str(root), "", None)
-    result = walk.result
-    # A real file literally named like the printable version of a bad name keeps its place.
-    for rel_path in result.rejected.keys() & result.files.keys():
-        del result.rejected[rel_path]
-    return result
+    return root_stat
 
 
 class _Walk:
@@ -112,7 +157,7 @@ class _Walk:
                 if entry.is_dir():
                     self.subfolder(entry, rel_path, bad and _BAD_FOLDER_NAME)
                     continue
-                if name[name.rfind(".") :].lower() not in extensions or not _has_stem(name):
+                if not _is_image_name(name, extensions):
                     continue
                 st = entry.stat()
             except OSError as exc:
@@ -127,14 +172,56 @@ class _Walk:
                 self.reject(info, bad)
 
     def subfolder(self, entry: os.DirEntry[str], rel_path: str, bad_folder: str | None) -> None:
-        st = entry.stat()
+        self.enter(entry.path, entry.stat(), rel_path, bad_folder)
+
+    def enter(self, path: str, st: os.stat_result, rel_path: str, bad: str | None) -> None:
         key = (st.st_dev, st.st_ino)
         if key in self.visited:
             return  # a symlink loop or a folder seen through another link
-        if self.excluded and Path(entry.path).resolve() in self.excluded:
+        if self.excluded and Path(path).resolve() in self.excluded:
             return
         self.visited.add(key)
-        self.folder(entry.path, rel_path + "/", bad_folder)
+        self.folder(path, rel_path + "/", bad)
+
+    def path(self, root: Path, rel_path: str) -> None:
+        """Scan one path below `root` the way the full walk would meet it, if it would."""
+        names = rel_path.split("/")
+        current = str(root)
+        for depth, name in enumerate(names):
+            if name.startswith(".") and not self.options.include_hidden:
+                return
+            current = os.path.join(current, name)
+            last = depth == len(names) - 1
+            try:
+                st = os.lstat(current)
+                if stat.S_ISLNK(st.st_mode):
+                    if not self.options.follow_symlinks:
+                        return
+                    st = os.stat(current)
+            except OSError as exc:
+                if not isinstance(exc, FileNotFoundError | NotADirectoryError):
+                    self.problem(rel_path, f"cannot be read: {exc.strerror}", None)
+                return  # gone: nothing is there any more
+            if stat.S_ISDIR(st.st_mode):
+                if last:
+                    self.enter(current, st, rel_path, None)
+                    return
+                if self.excluded and Path(current).resolve() in self.excluded:
+                    return
+                self.visited.add((st.st_dev, st.st_ino))
+            elif not last:
+                return  # a file where a folder was: nothing below it
+            elif stat.S_ISREG(st.st_mode) and _is_image_name(name, self.options.extensions):
+                info = FileInfo(path=rel_path, size=st.st_size, mtime_ns=st.st_mtime_ns)
+                self.result.files[rel_path] = info
+
+    def finish(self) -> ScanResult:
+        """The result, once every path has been walked."""
+        result = self.result
+        # A real file literally named like the printable version of a bad name keeps its place.
+        for rel_path in result.rejected.keys() & result.files.keys():
+            del result.rejected[rel_path]
+        return result
 
     def reject(self, info: FileInfo, bad: str) -> None:
         shown = _printable(info.path)
@@ -151,6 +238,11 @@ _BAD_FOLDER_NAME = "folder name is not valid UTF-8"
 
 def _name(entry: os.DirEntry[str]) -> str:
     return entry.name
+
+
+def _is_image_name(name: str, extensions: frozenset[str]) -> bool:
+    """Whether a file of this name is a candidate image: a known extension after a stem."""
+    return name[name.rfind(".") :].lower() in extensions and _has_stem(name)
 
 
 def _has_stem(name: str) -> bool:

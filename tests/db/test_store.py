@@ -126,3 +126,23 @@ def test_vectors_of_another_space_are_invisible(repo: Repository) -> None:
     assert not repo.stored_files(space=other)["a.png"].has_vector
     assert list(repo.iter_vectors(space=other)) == []
     assert repo.get_vector(file_id=1, space=other) is None
+
+
+def test_stored_files_under_paths_are_those_paths_and_their_folders_contents_only(
+    repo: Repository,
+) -> None:
+    paths = ["a", "a/x.png", "a/b/y.png", "a b/z.png", "ab/w.png", "A/v.png", "a.png", "a0.png"]
+    paths += [f"many/{i}.png" for i in range(400)]
+    repo.write_batch(embedded=[embedded(p, i) for i, p in enumerate(paths)], failed=[], space=SPACE)
+    assert set(repo.stored_files(space=SPACE, under=["a"])) == {"a", "a/x.png", "a/b/y.png"}
+    assert set(repo.stored_files(space=SPACE, under=["a/b", "ab/w.png", "gone"])) == {
+        "a/b/y.png",
+        "ab/w.png",
+    }
+    assert repo.stored_files(space=SPACE, under=[]) == {}
+    # More paths than one query takes: every one is still looked up.
+    many = [f"many/{i}.png" for i in range(400)]
+    assert set(repo.stored_files(space=SPACE, under=many)) == set(many)
+    assert repo.stored_files(space=SPACE, under=["a/x.png"]) == {
+        "a/x.png": repo.stored_files(space=SPACE)["a/x.png"]
+    }
