@@ -45,6 +45,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import photos  # noqa: E402
 
+from memesearch.testing import write_config as shared_write_config  # noqa: E402
+
 TARGET = 0.85  # of the limit's files/s
 MIB = 1024 * 1024
 
@@ -282,16 +284,16 @@ def _thumbnail_spec(settings: Any) -> Any:
 
 def write_config(folder: Path, library: Path, model: Path, workers: int) -> Path:
     """A fresh database and thumbnail folder under `folder`, the tiny model, no watching."""
-    config = folder / "config.toml"
-    config.write_text(
-        f'[library]\npath = "{library}"\n'
-        f'[database]\nurl = "sqlite:///{folder / "db.sqlite"}"\n'
-        f'[thumbnails]\nfolder = "{folder / "thumbs"}"\n'
-        f'[model]\nname = "local-dir:{model}"\n'
-        f"[indexer]\nworkers = {workers}\nwatch = false\nrescan_minutes = 0\n",
-        encoding="utf-8",
+    return shared_write_config(
+        folder / "config.toml",
+        {
+            "library": {"path": str(library)},
+            "database": {"url": f"sqlite:///{folder / 'db.sqlite'}"},
+            "thumbnails": {"folder": str(folder / "thumbs")},
+            "model": {"name": f"local-dir:{model}"},
+            "indexer": {"workers": workers, "watch": False, "rescan_minutes": 0},
+        },
     )
-    return config
 
 
 def tiny_model(workdir: Path) -> Path:

@@ -37,11 +37,10 @@ sys.path.insert(0, str(ROOT))  # tests/corpus.py makes the pictures; bench/load.
 
 from bench.load import free_port, wait_until  # noqa: E402
 from bench.rescan import machine, make_library  # noqa: E402
-from tests.conftest import write_config  # noqa: E402
 from tests.corpus import encode, picture, write_image  # noqa: E402
 
 from memesearch.config import IndexerSettings  # noqa: E402
-from memesearch.testing import build_tiny_model  # noqa: E402
+from memesearch.testing import build_tiny_model, write_config  # noqa: E402
 
 TARGET_SECONDS = 5.0
 SAME = 0.999  # a file found by its own picture scores 1; another picture scores less

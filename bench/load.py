@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))  # tests/corpus.py makes the pictures
 from tests.corpus import write_image  # noqa: E402
 
 from memesearch.testing import build_tiny_model  # noqa: E402
+from memesearch.testing import write_config as shared_write_config  # noqa: E402
 
 QUERIES = ["cat wearing sunglasses", "red frog", "drake meme", "blue sky at night", "angry man"]
 
@@ -61,17 +62,18 @@ def free_port() -> int:
 
 
 def write_config(folder: Path, library: Path, model: str, port: int) -> Path:
-    config = folder / "config.toml"
-    config.write_text(
-        f'[library]\npath = "{library}"\n'
-        f'[database]\nurl = "sqlite:///{folder / "db.sqlite"}"\n'
-        f'[thumbnails]\nfolder = "{folder / "thumbs"}"\n'
-        f'[model]\nname = "{model}"\n'
-        f"[indexer]\nwatch = false\nrescan_minutes = 0\nsettle_seconds = 0\n"
-        f"[server]\nport = {port}\n",
-        encoding="utf-8",
+    """A fresh database and thumbnail folder under `folder`, no watching, on `port`."""
+    return shared_write_config(
+        folder / "config.toml",
+        {
+            "library": {"path": str(library)},
+            "database": {"url": f"sqlite:///{folder / 'db.sqlite'}"},
+            "thumbnails": {"folder": str(folder / "thumbs")},
+            "model": {"name": model},
+            "indexer": {"watch": False, "rescan_minutes": 0, "settle_seconds": 0},
+            "server": {"port": port},
+        },
     )
-    return config
 
 
 def make_images(folder: Path, count: int, offset: int) -> None:

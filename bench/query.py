@@ -24,7 +24,6 @@ import asyncio
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,12 @@ import httpx
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # bench/load.py picks ports
+
+from bench.load import free_port  # noqa: E402
+
+from memesearch.testing import write_config as shared_write_config  # noqa: E402
+
 DIM = 1152
 CLUSTERS = 3000
 QUERY_SEED = 99
@@ -157,26 +162,20 @@ def exact_top10(vectors: np.ndarray, queries: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- server
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def write_config(folder: Path, model: Path, port: int, kind: str) -> Path:
     (folder / "library").mkdir(parents=True, exist_ok=True)
-    config = folder / f"config-{kind}.toml"
-    config.write_text(
-        f'[library]\npath = "{folder / "library"}"\n'
-        f'[database]\nurl = "sqlite:///{folder / "store.db"}"\n'
-        f'[thumbnails]\nfolder = "{folder / "thumbs"}"\n'
-        f'[model]\nname = "local-dir:{model}"\n'
-        f'[index]\nkind = "{kind}"\nfile = "{folder / f"store-{kind}.faiss"}"\n'
-        f"[indexer]\nwatch = false\nrescan_minutes = 0\n"
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\n',
-        encoding="utf-8",
+    return shared_write_config(
+        folder / f"config-{kind}.toml",
+        {
+            "library": {"path": str(folder / "library")},
+            "database": {"url": f"sqlite:///{folder / 'store.db'}"},
+            "thumbnails": {"folder": str(folder / "thumbs")},
+            "model": {"name": f"local-dir:{model}"},
+            "index": {"kind": kind, "file": str(folder / f"store-{kind}.faiss")},
+            "indexer": {"watch": False, "rescan_minutes": 0},
+            "server": {"host": "127.0.0.1", "port": port},
+        },
     )
-    return config
 
 
 def serve(config: str) -> None:

@@ -10,12 +10,11 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from collections.abc import Callable  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
 
 import pytest  # noqa: E402
 
 from memesearch.config import Settings, load_settings  # noqa: E402
-from memesearch.testing import build_tiny_model  # noqa: E402
+from memesearch.testing import build_tiny_model, write_config  # noqa: E402
 
 SettingsFactory = Callable[..., Settings]
 
@@ -38,33 +37,6 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def other_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A second tiny model with other weights and another dimension: a different vector space."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "other", seed=1, embed_dim=24)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
-    """Write a config.toml with the given sections; dict values become sub-tables."""
-    lines: list[str] = []
-    pending = list(sections.items())
-    while pending:
-        section, values = pending.pop(0)
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            if isinstance(value, dict):
-                pending.append((f"{section}.{key}", value))
-            else:
-                lines.append(f"{key} = {_toml_value(value)}")
-        lines.append("")
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
 
 
 @pytest.fixture

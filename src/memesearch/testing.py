@@ -134,3 +134,33 @@ def clustered_vectors(
         block = centres[picks] + noise
         block /= np.linalg.norm(block, axis=1, keepdims=True)
         yield block
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, sections: dict[str, dict[str, Any]]) -> Path:
+    """Write a config.toml with the given sections; dict values become sub-tables.
+
+    For tests and benchmarks: strings are escaped, so any path is safe to put in.
+    """
+    lines: list[str] = []
+    pending = list(sections.items())
+    while pending:
+        section, values = pending.pop(0)
+        lines.append(f"[{section}]")
+        for key, value in values.items():
+            if isinstance(value, dict):
+                pending.append((f"{section}.{key}", value))
+            else:
+                lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
