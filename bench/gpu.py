@@ -147,7 +147,7 @@ def random_tokenizer(vocab_size: int) -> Any:
 
 def preprocess_spec(folder: Path) -> Any:
     """The model's input spec from its config alone (the saved preprocess_cfg has no size)."""
-    from memesearch.imaging import PreprocessSpec
+    from memesearch.images.decode import PreprocessSpec
 
     config = json.loads((folder / "open_clip_config.json").read_text(encoding="utf-8"))
     size = config["model_cfg"]["vision_cfg"]["image_size"]
@@ -186,10 +186,10 @@ def decode_files(
 ) -> tuple[np.ndarray, float, int]:
     """prepare_job over every file in a spawn pool (timed once it is up): pixels, s, failures."""
     from memesearch.config import ThumbnailSettings
-    from memesearch.decoding import prepare_job
-    from memesearch.imaging import DecodeLimits
-    from memesearch.prepare import PreparedImage
-    from memesearch.thumbnails import ThumbnailSpec
+    from memesearch.images.decode import DecodeLimits
+    from memesearch.images.prepare import PreparedImage
+    from memesearch.images.thumbnails import ThumbnailSpec
+    from memesearch.ingest.pool import prepare_job
 
     cfg = ThumbnailSettings()
     thumbs = ThumbnailSpec(thumbnails, cfg.width, cfg.format.upper(), cfg.quality)
@@ -207,7 +207,7 @@ def decode_files(
 
 
 def _warm_worker(_: int) -> None:
-    import memesearch.decoding  # noqa: F401
+    import memesearch.ingest.pool  # noqa: F401
 
     time.sleep(0.3)
 

@@ -155,7 +155,7 @@ def phase_limit(job: dict[str, Any]) -> dict[str, Any]:
     from concurrent.futures import ProcessPoolExecutor
     from itertools import repeat
 
-    from memesearch.decoding import JobFailure, prepare_job
+    from memesearch.ingest.pool import JobFailure, prepare_job
 
     settings = _settings(job)
     spec = _preprocess(settings)
@@ -177,7 +177,7 @@ def phase_limit(job: dict[str, Any]) -> dict[str, Any]:
 
 def _warm_up(_: int) -> None:
     """Make sure a worker has started and imported the decode modules before timing."""
-    import memesearch.decoding  # noqa: F401
+    import memesearch.ingest.pool  # noqa: F401
 
     time.sleep(0.5)
 
@@ -185,7 +185,7 @@ def _warm_up(_: int) -> None:
 def phase_pipeline(job: dict[str, Any], *, known_file: bool = False) -> dict[str, Any]:
     """Indexer.run() with the model loaded beforehand: the pipeline without start-up costs."""
     from memesearch.db.repo import FailedFile
-    from memesearch.scan import FileInfo
+    from memesearch.ingest.scan import FileInfo
     from memesearch.services import open_services
 
     async def run() -> dict[str, Any]:
@@ -264,7 +264,7 @@ def _preprocess(settings: Any) -> Any:
 
 
 def _decode_limits(settings: Any) -> Any:
-    from memesearch.imaging import DecodeLimits
+    from memesearch.images.decode import DecodeLimits
 
     lib = settings.library
     return DecodeLimits(
@@ -273,7 +273,7 @@ def _decode_limits(settings: Any) -> Any:
 
 
 def _thumbnail_spec(settings: Any) -> Any:
-    from memesearch.thumbnails import ThumbnailSpec
+    from memesearch.images.thumbnails import ThumbnailSpec
 
     cfg = settings.thumbnails
     return ThumbnailSpec(cfg.folder, cfg.width, cfg.format.upper(), cfg.quality)

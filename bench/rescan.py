@@ -34,9 +34,9 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests/conftest.py writes configs like the tests do
 
-from memesearch.changes import diff_scan  # noqa: E402
 from memesearch.config import Settings, load_settings  # noqa: E402
-from memesearch.scan import ScanOptions, scan_library  # noqa: E402
+from memesearch.ingest.changes import diff_scan  # noqa: E402
+from memesearch.ingest.scan import ScanOptions, scan_library  # noqa: E402
 from memesearch.services import open_services  # noqa: E402
 from memesearch.testing import build_tiny_model, write_config  # noqa: E402
 

@@ -13,8 +13,8 @@ from memesearch.config import Settings
 from memesearch.db.models import ImageFile, Vector
 from memesearch.db.repo import EmbeddedFile, IndexDelta, Repository, VectorSpace
 from memesearch.embed.model import EmbedStats
-from memesearch.indexer import IndexReport
-from memesearch.scan import FileInfo
+from memesearch.ingest.pipeline import IndexReport
+from memesearch.ingest.scan import FileInfo
 from memesearch.services import open_services
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from memesearch.coalesce import Coalescer
+from memesearch.search.coalesce import Coalescer
 
 
 async def test_concurrent_submissions_run_as_one_batch() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from memesearch.decoding import hold_until
+from memesearch.ingest.pool import hold_until
 
 
 async def test_hold_until_takes_items_until_ready_and_leaves_the_rest_queued() -> None:

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 from PIL import ExifTags, Image
 
 from memesearch.config import Settings, load_settings
-from memesearch.indexer import Phase, Progress
-from memesearch.scan import ScanOptions, scan_library
+from memesearch.ingest.pipeline import Phase, Progress
+from memesearch.ingest.scan import ScanOptions, scan_library
 from memesearch.services import open_services
 from memesearch.web.app import create_app
 from tests.conftest import write_config

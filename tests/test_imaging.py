@@ -19,9 +19,9 @@ import pytest
 from blake3 import blake3
 from PIL import Image
 
-from memesearch import thumbnails
 from memesearch.errors import ImageDecodeError
-from memesearch.imaging import (
+from memesearch.images import thumbnails
+from memesearch.images.decode import (
     DecodeLimits,
     FileVanishedError,
     PreprocessSpec,
@@ -34,8 +34,8 @@ from memesearch.imaging import (
     resize_for_model,
     to_rgb,
 )
-from memesearch.prepare import PreparedImage, prepare_bytes, prepare_file
-from memesearch.thumbnails import ThumbnailSpec, thumbnail_supported_formats
+from memesearch.images.prepare import PreparedImage, prepare_bytes, prepare_file
+from memesearch.images.thumbnails import ThumbnailSpec, thumbnail_supported_formats
 
 SPEC = PreprocessSpec((32, 32))
 LIMITS = DecodeLimits()
@@ -627,7 +627,7 @@ def test_results_and_functions_pickle(tmp_path: Path) -> None:
 
 def test_module_imports_nothing_heavy() -> None:
     code = (
-        "import sys, memesearch.imaging; "
+        "import sys, memesearch.images.decode; "
         "heavy = {'torch', 'open_clip', 'torchvision'} & set(sys.modules); "
         "sys.exit(', '.join(sorted(heavy)) or None)"
     )

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from memesearch.config import Settings, load_settings
 from memesearch.db.models import FileState
 from memesearch.errors import LibraryError
-from memesearch.query import Term
+from memesearch.search.query import Term
 from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus, write_image

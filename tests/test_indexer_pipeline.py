@@ -10,17 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import memesearch.indexer
+import memesearch.ingest.pipeline
 import memesearch.services
 from memesearch.config import ModelSettings, Settings, load_settings
 from memesearch.db.models import FileState
 from memesearch.db.repo import decode_vector
-from memesearch.decoding import JobFailure, hash_job
 from memesearch.embed.model import Embedder, ModelInfo, describe_model, load_embedder
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.errors import ModelLoadError
-from memesearch.imaging import PreprocessSpec
-from memesearch.indexer import Indexer, IndexReport
+from memesearch.images.decode import PreprocessSpec
+from memesearch.ingest.pipeline import Indexer, IndexReport
+from memesearch.ingest.pool import JobFailure, hash_job
 from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus, write_image
@@ -59,7 +59,7 @@ async def test_a_first_index_reads_each_file_once_later_ones_hash_first(
         hashed.append(path)
         return hash_job(path)
 
-    monkeypatch.setattr(memesearch.indexer, "hash_job", counting_hash_job)
+    monkeypatch.setattr(memesearch.ingest.pipeline, "hash_job", counting_hash_job)
     first = await index_once(settings)
     assert hashed == []  # an empty store has nothing to reuse: the workers hash as they decode
     assert first.report.embedded == len(small_corpus)
@@ -142,7 +142,7 @@ async def test_a_wrong_prediction_costs_a_second_decode_never_wrong_vectors(
         return dataclasses.replace(describe_model(model), preprocess=wrong)
 
     monkeypatch.setattr(memesearch.services, "describe_model", mispredicted)
-    with caplog.at_level(logging.WARNING, logger="memesearch.indexer"):
+    with caplog.at_level(logging.WARNING, logger="memesearch.ingest.pipeline"):
         second = await index_once(settings)
     assert "unlike its config says" in caplog.text
     assert second.report.embedded == first.report.embedded == len(small_corpus)

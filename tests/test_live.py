@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from memesearch.config import Settings, load_settings
-from memesearch.live import LiveIndexer
-from memesearch.query import Term
-from memesearch.search import SearchService
+from memesearch.ingest.live import LiveIndexer
+from memesearch.search.query import Term
+from memesearch.search.service import SearchService
 from memesearch.services import Services, open_services
 from tests.conftest import write_config
 from tests.corpus import write_image

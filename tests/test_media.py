@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from memesearch.errors import MemesearchError
-from memesearch.media import UnsafePathError, content_type_for, etag_for, library_file
+from memesearch.web.library_files import UnsafePathError, content_type_for, etag_for, library_file
 
 
 @pytest.fixture

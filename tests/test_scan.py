@@ -10,7 +10,7 @@ import pytest
 
 from memesearch.config import IMAGE_EXTENSIONS
 from memesearch.errors import LibraryError
-from memesearch.scan import ScanOptions, normalize_scope, scan_library, scan_paths
+from memesearch.ingest.scan import ScanOptions, normalize_scope, scan_library, scan_paths
 
 OPTIONS = ScanOptions(extensions=frozenset(IMAGE_EXTENSIONS))
 

@@ -12,10 +12,10 @@ import torch
 
 from memesearch.config import Settings, load_settings
 from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
-from memesearch.imaging import DecodeLimits, PreprocessSpec
-from memesearch.prepare import prepare_file
-from memesearch.query import Term
-from memesearch.search import SearchPage
+from memesearch.images.decode import DecodeLimits, PreprocessSpec
+from memesearch.images.prepare import prepare_file
+from memesearch.search.query import Term
+from memesearch.search.service import SearchPage
 from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus

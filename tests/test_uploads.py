@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from memesearch.errors import ImageDecodeError
-from memesearch.imaging import DecodeLimits, content_hash
-from memesearch.uploads import UploadCache, is_upload_hash, media_type
+from memesearch.images.decode import DecodeLimits, content_hash
+from memesearch.web.uploads import UploadCache, is_upload_hash, media_type
 from tests.corpus import encode, picture
 
 LIMITS = DecodeLimits(max_file_bytes=1 << 20, max_pixels=4_000_000)

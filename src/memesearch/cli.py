@@ -27,10 +27,10 @@ from memesearch.db.migrate import upgrade_schema
 from memesearch.db.session import create_store_engine
 from memesearch.errors import ConfigError, MemesearchError
 from memesearch.index.persist import read_stamp
-from memesearch.indexer import IndexReport, Phase
-from memesearch.indexer import Progress as IndexProgress
-from memesearch.query import Term
-from memesearch.search import SearchPage
+from memesearch.ingest.pipeline import IndexReport, Phase
+from memesearch.ingest.pipeline import Progress as IndexProgress
+from memesearch.search.query import Term
+from memesearch.search.service import SearchPage
 from memesearch.services import Services, open_services
 
 app = typer.Typer(

@@ -18,13 +18,13 @@ from memesearch.db.session import create_store_engine
 from memesearch.embed.batcher import BatchObserver
 from memesearch.embed.model import ModelInfo, describe_model
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits
+from memesearch.images.decode import DecodeLimits
+from memesearch.images.thumbnails import ThumbnailSpec
 from memesearch.index import VectorIndex
 from memesearch.index.keeper import IndexKeeper
-from memesearch.indexer import Indexer
-from memesearch.query import QueryEncoder
-from memesearch.search import SearchService
-from memesearch.thumbnails import ThumbnailSpec
+from memesearch.ingest.pipeline import Indexer
+from memesearch.search.query import QueryEncoder
+from memesearch.search.service import SearchService
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from memesearch.db.repo import (
 )
 from memesearch.db.session import create_store_engine
 from memesearch.errors import StoreError
-from memesearch.scan import FileInfo
+from memesearch.ingest.scan import FileInfo
 
 SPACE = VectorSpace("model-a", 4)
 

@@ -14,7 +14,7 @@ from memesearch.db.migrate import alembic_config, upgrade_schema
 from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector
 from memesearch.db.repo import EmbeddedFile, Repository, VectorSpace
 from memesearch.db.session import create_store_engine
-from memesearch.scan import FileInfo
+from memesearch.ingest.scan import FileInfo
 from memesearch.testing import clustered_vectors
 
 SPACE = VectorSpace("model-a", 64)

@@ -12,7 +12,7 @@ import pytest
 from memesearch.embed.batcher import MicroBatcher, Priority
 from memesearch.embed.model import EmbedStats, ModelInfo
 from memesearch.errors import ModelNotReady
-from memesearch.imaging import PreprocessSpec
+from memesearch.images.decode import PreprocessSpec
 
 DIM = 4
 

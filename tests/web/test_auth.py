@@ -13,8 +13,8 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Mount
 
 from memesearch.config import AuthSettings
-from memesearch.schemas import ErrorResponse
 from memesearch.web.auth import document_access
+from memesearch.web.schemas import ErrorResponse
 from tests.web.conftest import Served, served_app
 
 TOKEN = "correct-horse-battery-staple"

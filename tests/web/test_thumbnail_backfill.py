@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from memesearch.db.repo import EmbeddedFile, FileRow
-from memesearch.imaging import content_hash
-from memesearch.scan import FileInfo
+from memesearch.images.decode import content_hash
+from memesearch.ingest.scan import FileInfo
 from memesearch.web.app import create_app
 from memesearch.web.urls import thumbnail_url
 from tests.corpus import encode, make_corpus, picture, write_image
@@ -163,7 +163,7 @@ def test_a_corrupt_original_falls_back_to_itself_and_warns_once(
     stored = EmbeddedFile(info, content_hash(data), 600, 400, "PNG", vector)
     services.repo.write_batch(embedded=[stored], failed=[], space=services.space)
     before = lib.decodes
-    with caplog.at_level(logging.WARNING, logger="memesearch.thumbnails"):
+    with caplog.at_level(logging.WARNING, logger="memesearch.images.thumbnails"):
         responses = [lib.served.client.get(lib.url("corrupt.png")) for _ in range(2)]
     for response in responses:
         assert response.status_code == 200 and response.content == data

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector, utcnow
 from memesearch.db.session import session_factory
-from memesearch.scan import FileInfo
+from memesearch.ingest.scan import FileInfo
 
 _CHUNK = 500  # keeps IN (...) lists under every dialect's bound-parameter limit
 _SCOPE_CHUNK = 150  # paths per scoped query, at 5 parameters each

@@ -16,7 +16,7 @@ import numpy as np
 
 from memesearch.config import ModelSettings
 from memesearch.errors import ModelLoadError
-from memesearch.imaging import PreprocessSpec
+from memesearch.images.decode import PreprocessSpec
 
 if TYPE_CHECKING:
     import torch

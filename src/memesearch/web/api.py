@@ -9,8 +9,10 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFil
 
 from memesearch.errors import QueryError
 from memesearch.index.keeper import KeeperStatus
-from memesearch.query import Term
-from memesearch.schemas import (
+from memesearch.search.query import Term
+from memesearch.search.service import SearchPage
+from memesearch.web.errors import PayloadTooLarge
+from memesearch.web.schemas import (
     MAX_SQL_INT,
     ErrorResponse,
     FailureItem,
@@ -26,8 +28,6 @@ from memesearch.schemas import (
     StatusResponse,
     Weight,
 )
-from memesearch.search import SearchPage
-from memesearch.web.errors import PayloadTooLarge
 from memesearch.web.state import AppState, StateDep
 from memesearch.web.urls import media_url, thumbnail_url
 

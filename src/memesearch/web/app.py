@@ -14,15 +14,15 @@ from fastapi.templating import Jinja2Templates
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from memesearch.config import AuthSettings, Settings
-from memesearch.live import LiveIndexer
-from memesearch.metrics import Metrics
+from memesearch.ingest.live import LiveIndexer
 from memesearch.resources import data_path
 from memesearch.services import open_services
-from memesearch.uploads import UploadCache
 from memesearch.web import api, auth, media, pages
 from memesearch.web.errors import install_error_handlers
 from memesearch.web.limits import BodyLimitMiddleware
+from memesearch.web.metrics import Metrics
 from memesearch.web.state import AppState
+from memesearch.web.uploads import UploadCache
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memesearch.config import AuthSettings
-from memesearch.schemas import ErrorResponse
+from memesearch.web.schemas import ErrorResponse
 from memesearch.web.state import StateDep
 
 COOKIE = "memesearch_session"

@@ -10,7 +10,7 @@ from fastapi.responses import FileResponse
 
 from memesearch.db.models import FileState
 from memesearch.db.repo import FileRow
-from memesearch.media import UnsafePathError, content_type_for, etag_for, library_file
+from memesearch.web.library_files import UnsafePathError, content_type_for, etag_for, library_file
 from memesearch.web.state import AppState, StateDep
 
 router = APIRouter(include_in_schema=False)

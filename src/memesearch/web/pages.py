@@ -17,11 +17,11 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import QueryParams
 
 from memesearch.errors import MemesearchError, QueryError
-from memesearch.query import Term
-from memesearch.search import SearchPage
-from memesearch.uploads import is_upload_hash, media_type
+from memesearch.search.query import Term
+from memesearch.search.service import SearchPage
 from memesearch.web.errors import PayloadTooLarge, status_for
 from memesearch.web.state import AppState, StateDep
+from memesearch.web.uploads import is_upload_hash, media_type
 from memesearch.web.urls import media_url, thumbnail_url
 
 log = logging.getLogger(__name__)

@@ -9,12 +9,12 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from memesearch.config import Settings
-from memesearch.live import LiveIndexer
-from memesearch.metrics import Metrics
-from memesearch.search import SearchService
+from memesearch.images.thumbnails import ThumbnailBackfill
+from memesearch.ingest.live import LiveIndexer
+from memesearch.search.service import SearchService
 from memesearch.services import Services
-from memesearch.thumbnails import ThumbnailBackfill
-from memesearch.uploads import UploadCache
+from memesearch.web.metrics import Metrics
+from memesearch.web.uploads import UploadCache
 
 
 @dataclass(slots=True)

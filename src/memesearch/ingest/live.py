@@ -14,7 +14,7 @@ from typing import Final
 from watchfiles import Change, awatch
 
 from memesearch.errors import MemesearchError
-from memesearch.indexer import IndexReport, Phase, Progress
+from memesearch.ingest.pipeline import IndexReport, Phase, Progress
 from memesearch.services import Services
 
 log = logging.getLogger(__name__)

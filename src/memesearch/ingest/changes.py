@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from memesearch.db.models import FileState
 from memesearch.db.repo import FailedFile, Reuse, StoredFile
-from memesearch.scan import FileInfo
+from memesearch.ingest.scan import FileInfo
 
 
 @dataclass(slots=True)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from memesearch.errors import ImageDecodeError
 from memesearch.files import write_atomically
-from memesearch.imaging import DecodeLimits, content_hash, open_image
+from memesearch.images.decode import DecodeLimits, content_hash, open_image
 
 _HASH = re.compile(r"[0-9a-f]{64}")
 _STALE_TEMPORARY_S = 3600  # a temporary file this old was left by a crashed write

@@ -14,8 +14,8 @@ from memesearch.db.repo import Repository, VectorSpace
 from memesearch.embed.batcher import Priority
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
-from memesearch.imaging import DecodeLimits
-from memesearch.prepare import prepare_bytes
+from memesearch.images.decode import DecodeLimits
+from memesearch.images.prepare import prepare_bytes
 
 _ZERO = 1e-6
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from memesearch.errors import ImageDecodeError
 from memesearch.files import write_atomically
-from memesearch.imaging import (
+from memesearch.images.decode import (
     PILLOW_ERRORS,
     WIDE_GREY_MODES,
     DecodeLimits,

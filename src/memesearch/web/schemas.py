@@ -9,8 +9,8 @@ from typing import Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memesearch.errors import QueryError
-from memesearch.query import Term
-from memesearch.search import MAX_K
+from memesearch.search.query import Term
+from memesearch.search.service import MAX_K
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # A term's weight, the same in JSON and multipart requests: huge weights overflow float32 sums.

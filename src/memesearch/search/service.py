@@ -8,11 +8,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memesearch.coalesce import Coalescer
 from memesearch.db.repo import Repository, VectorSpace
 from memesearch.errors import QueryError
 from memesearch.index import VectorIndex
-from memesearch.query import QueryEncoder, Term
+from memesearch.search.coalesce import Coalescer
+from memesearch.search.query import QueryEncoder, Term
 
 MAX_K = 500
 MAX_WINDOW = 100_000  # offset + k: deep paging past this is a crawl, not a search

@@ -13,7 +13,6 @@ from typing import Final
 
 import numpy as np
 
-from memesearch.changes import Resolution, ScanDiff, diff_scan, resolve_hashes
 from memesearch.config import Settings
 from memesearch.db.repo import (
     EmbeddedFile,
@@ -23,14 +22,15 @@ from memesearch.db.repo import (
     StoredFile,
     VectorSpace,
 )
-from memesearch.decoding import DecodePool, JobFailure, bounded_map, hash_job, hold_until
 from memesearch.embed.batcher import MicroBatcher, Priority
 from memesearch.embed.runtime import ModelRuntime
-from memesearch.imaging import DecodeLimits, PreprocessSpec
+from memesearch.images.decode import DecodeLimits, PreprocessSpec
+from memesearch.images.prepare import PreparedImage
+from memesearch.images.thumbnails import ThumbnailSpec
 from memesearch.index import VectorIndex
-from memesearch.prepare import PreparedImage
-from memesearch.scan import FileInfo, ScanOptions, normalize_scope, scan_library, scan_paths
-from memesearch.thumbnails import ThumbnailSpec
+from memesearch.ingest.changes import Resolution, ScanDiff, diff_scan, resolve_hashes
+from memesearch.ingest.pool import DecodePool, JobFailure, bounded_map, hash_job, hold_until
+from memesearch.ingest.scan import FileInfo, ScanOptions, normalize_scope, scan_library, scan_paths
 
 log = logging.getLogger(__name__)
 _Batch = list[tuple[FileInfo, PreparedImage | JobFailure]]

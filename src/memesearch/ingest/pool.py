@@ -15,9 +15,9 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from memesearch.errors import ImageDecodeError
-from memesearch.imaging import DecodeLimits, FileVanishedError, PreprocessSpec, hash_file
-from memesearch.prepare import PreparedImage, prepare_file
-from memesearch.thumbnails import ThumbnailSpec
+from memesearch.images.decode import DecodeLimits, FileVanishedError, PreprocessSpec, hash_file
+from memesearch.images.prepare import PreparedImage, prepare_file
+from memesearch.images.thumbnails import ThumbnailSpec
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from memesearch.imaging import (
+from memesearch.images.decode import (
     SWAPS_AXES,
     DecodeLimits,
     Pixels,
@@ -20,7 +20,7 @@ from memesearch.imaging import (
     resize_for_model,
     upright,
 )
-from memesearch.thumbnails import ThumbnailSpec, fit_to_serve, write_thumbnail
+from memesearch.images.thumbnails import ThumbnailSpec, fit_to_serve, write_thumbnail
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,8 +7,8 @@ from collections.abc import Callable, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from memesearch.embed.batcher import Kind, Priority
-from memesearch.indexer import IndexReport
-from memesearch.query import Term
+from memesearch.ingest.pipeline import IndexReport
+from memesearch.search.query import Term
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 _REPORT_OUTCOMES = ("added", "updated", "renamed", "copied", "removed")

@@ -1,0 +1,1 @@
+"""Pure image work, run in decode workers: decode, thumbnails, prepare (no torch, no asyncio)."""

@@ -1,0 +1,1 @@
+"""The read path: query terms to a vector, the search service, coalescing of concurrent scans."""
