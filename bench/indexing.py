@@ -184,8 +184,7 @@ def _warm_up(_: int) -> None:
 
 def phase_pipeline(job: dict[str, Any], *, known_file: bool = False) -> dict[str, Any]:
     """Indexer.run() with the model loaded beforehand: the pipeline without start-up costs."""
-    from memesearch.db.repo import FailedFile
-    from memesearch.ingest.scan import FileInfo
+    from memesearch.records import FailedFile, FileInfo
     from memesearch.services import open_services
 
     async def run() -> dict[str, Any]:

@@ -80,9 +80,10 @@ def fill_store(folder: Path, model_id: str, count: int, seed: int) -> Path:
     from sqlalchemy import insert
 
     from memesearch.db.migrate import upgrade_schema
-    from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector
-    from memesearch.db.repo import STORED_DTYPE, encode_vector
+    from memesearch.db.models import ImageFile, StoreMeta, Vector
     from memesearch.db.session import create_store_engine
+    from memesearch.db.vectors import STORED_DTYPE, encode_vector
+    from memesearch.records import FileState
     from memesearch.testing import clustered_vectors
 
     done = folder / "filled.json"

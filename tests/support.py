@@ -11,10 +11,10 @@ from sqlalchemy import select
 
 from memesearch.config import Settings
 from memesearch.db.models import ImageFile, Vector
-from memesearch.db.repo import EmbeddedFile, IndexDelta, Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.embed.model import EmbedStats
 from memesearch.ingest.pipeline import IndexReport
-from memesearch.ingest.scan import FileInfo
+from memesearch.records import EmbeddedFile, FileInfo, IndexDelta, VectorSpace
 from memesearch.services import open_services
 
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import make_url
 
 from memesearch.config import Settings
 from memesearch.db.migrate import upgrade_schema
-from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
 from memesearch.embed.batcher import BatchObserver
 from memesearch.embed.model import ModelInfo, describe_model
@@ -23,6 +23,7 @@ from memesearch.images.thumbnails import ThumbnailSpec
 from memesearch.index import VectorIndex
 from memesearch.index.keeper import IndexKeeper
 from memesearch.ingest.pipeline import Indexer
+from memesearch.records import VectorSpace
 from memesearch.search.query import QueryEncoder
 from memesearch.search.service import SearchService
 

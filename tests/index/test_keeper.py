@@ -14,11 +14,12 @@ import pytest
 
 from memesearch.config import IndexSettings
 from memesearch.db.migrate import upgrade_schema
-from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
 from memesearch.index import IndexKind, VectorIndex
 from memesearch.index.keeper import IndexKeeper
 from memesearch.index.persist import read_stamp
+from memesearch.records import VectorSpace
 from memesearch.testing import clustered_vectors
 from tests.index.test_persist import with_stamp
 from tests.support import store_vectors

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from memesearch.db.repo import IndexDelta
 from memesearch.index import IndexKind, VectorIndex, build_index, new_flat
 from memesearch.index.ivf import lists_for, train_ivf, training_size
+from memesearch.records import IndexDelta
 from memesearch.testing import clustered_vectors
 
 

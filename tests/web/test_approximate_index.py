@@ -12,9 +12,10 @@ from fastapi.testclient import TestClient
 
 from memesearch.config import Settings
 from memesearch.db.migrate import upgrade_schema
-from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
 from memesearch.embed.model import describe_model
+from memesearch.records import VectorSpace
 from memesearch.testing import clustered_vectors
 from memesearch.web.app import create_app
 from memesearch.web.state import AppState

@@ -16,9 +16,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from memesearch.db.repo import EmbeddedFile, FileRow
 from memesearch.images.decode import content_hash
-from memesearch.ingest.scan import FileInfo
+from memesearch.records import EmbeddedFile, FileInfo, FileRow
 from memesearch.web.app import create_app
 from memesearch.web.urls import thumbnail_url
 from tests.corpus import encode, make_corpus, picture, write_image

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -18,6 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from memesearch.records import FileState
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, the only clock the store uses."""
@@ -26,13 +27,6 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     """Declarative base of every memesearch table."""
-
-
-class FileState(StrEnum):
-    """Whether a file is searchable or was skipped with a reason."""
-
-    OK = "ok"
-    FAILED = "failed"
 
 
 class ImageFile(Base):
@@ -67,7 +61,7 @@ class ImageFile(Base):
 class Vector(Base):
     """The embedding of one file by one model: `dim` little-endian values of type `dtype`.
 
-    New rows are float16 (`repo.STORED_DTYPE`); stores from before migration 0002 held float32.
+    New rows are float16 (`vectors.STORED_DTYPE`); stores from before migration 0002 held float32.
     """
 
     __tablename__ = "vectors"

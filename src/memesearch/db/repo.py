@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 import numpy as np
@@ -24,105 +22,25 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector, utcnow
+from memesearch.db.models import ImageFile, StoreMeta, Vector, utcnow
 from memesearch.db.session import session_factory
-from memesearch.ingest.scan import FileInfo
+from memesearch.db.vectors import STORED_DTYPE, decode_vector, decode_vectors, encode_vector
+from memesearch.records import (
+    EmbeddedFile,
+    FailedFile,
+    FileInfo,
+    FileRow,
+    FileState,
+    IndexDelta,
+    Reuse,
+    StoreCounts,
+    StoredFile,
+    VectorSpace,
+)
 
 _CHUNK = 500  # keeps IN (...) lists under every dialect's bound-parameter limit
 _SCOPE_CHUNK = 150  # paths per scoped query, at 5 parameters each
-# Vectors are stored as float16: half the bytes of float32, and a unit vector's cosine scores
-# move by ~1e-4, far below what changes a ranking (recall against float32: see tests/db).
-# Rows written as float32 by older versions are still read; migration 0002 converts them.
-STORED_DTYPE = "float16"
-_DTYPES: dict[str, np.dtype[Any]] = {"float16": np.dtype("<f2"), "float32": np.dtype("<f4")}
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class VectorSpace:
-    """The model whose vectors a query or write concerns; vectors of two spaces never mix."""
-
-    model_id: str
-    dim: int
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """What the store knows about a path, enough to decide whether it changed."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    state: FileState
-    has_vector: bool
-
-
-@dataclass(frozen=True, slots=True)
-class FileRow:
-    """A file's metadata as shown to users."""
-
-    id: int
-    path: str
-    size: int
-    mtime_ns: int
-    content_hash: str | None
-    width: int | None
-    height: int | None
-    format: str | None
-    state: FileState
-    error: str | None
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class EmbeddedFile:
-    """A decoded and embedded file ready to be stored."""
-
-    info: FileInfo
-    content_hash: str
-    width: int
-    height: int
-    format: str
-    vector: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
-class FailedFile:
-    """A file that could not be used, with the reason shown to the user."""
-
-    info: FileInfo
-    reason: str
-    content_hash: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Reuse:
-    """Give `info` the vector of file `donor_id` (same content): a rename moves, a copy copies."""
-
-    info: FileInfo
-    content_hash: str
-    donor_id: int
-    move: bool
-
-
-@dataclass(frozen=True, slots=True)
-class StoreCounts:
-    """How many files are searchable, failed, and known in total."""
-
-    files: int
-    indexed: int
-    failed: int
-
-
-@dataclass(slots=True)
-class IndexDelta:
-    """What a write changed, for the in-memory index: ids to drop, (id, vector) pairs to add."""
-
-    removed: list[int]
-    added: list[tuple[int, np.ndarray]]
-    generation: int = 0  # the store's generation once this write committed
 
 
 class Repository:
@@ -428,29 +346,6 @@ class Repository:
         with self._sessions() as session:
             value = session.scalar(select(StoreMeta.value).where(StoreMeta.key == "generation"))
             return int(value) if value is not None else 0
-
-
-def encode_vector(vector: np.ndarray, dim: int) -> bytes:
-    """The stored form of a vector of the expected dimension: `STORED_DTYPE` little-endian."""
-    if vector.shape != (dim,):
-        raise ValueError(f"vector has {vector.size} values, expected {dim}")
-    return np.ascontiguousarray(vector, dtype=_DTYPES[STORED_DTYPE]).tobytes()
-
-
-def decode_vector(blob: bytes, dim: int, dtype: str) -> np.ndarray:
-    """The inverse of `encode_vector` (float32 [dim]), checked against the expected dimension."""
-    vector: np.ndarray = decode_vectors(blob, 1, dim, dtype)[0]
-    return vector
-
-
-def decode_vectors(blob: bytes, count: int, dim: int, dtype: str) -> np.ndarray:
-    """`count` stored vectors of one dtype, concatenated, as float32 [count, dim]."""
-    if dtype not in _DTYPES:
-        raise ValueError(f"stored vectors are {dtype!r}, which this version cannot read")
-    values = np.frombuffer(blob, dtype=_DTYPES[dtype])
-    if values.size != count * dim:
-        raise ValueError(f"stored vectors hold {values.size} values, expected {count} × {dim}")
-    return values.reshape(count, dim).astype(np.float32)
 
 
 def _storable_id(file_id: int) -> bool:

@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from memesearch.config import IndexSettings
-from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.index.ivf import MIN_VECTORS, lists_for, train_ivf, training_size
 from memesearch.index.persist import IndexStamp, load_index, read_stamp, save_index
 from memesearch.index.vector_index import IndexKind, VectorIndex, new_flat
+from memesearch.records import VectorSpace
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -18,9 +18,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from memesearch.db.repo import IndexDelta
 from memesearch.index.ivf import is_ivf, probes_for
 from memesearch.index.rwlock import ReadWriteLock
+from memesearch.records import IndexDelta
 
 log = logging.getLogger(__name__)
 

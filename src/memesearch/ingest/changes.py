@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from memesearch.db.models import FileState
-from memesearch.db.repo import FailedFile, Reuse, StoredFile
-from memesearch.ingest.scan import FileInfo
+from memesearch.records import FailedFile, FileInfo, FileState, Reuse, StoredFile
 
 
 @dataclass(slots=True)

@@ -14,14 +14,7 @@ from typing import Final
 import numpy as np
 
 from memesearch.config import Settings
-from memesearch.db.repo import (
-    EmbeddedFile,
-    FailedFile,
-    IndexDelta,
-    Repository,
-    StoredFile,
-    VectorSpace,
-)
+from memesearch.db.repo import Repository
 from memesearch.embed.batcher import MicroBatcher, Priority
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.images.decode import DecodeLimits, PreprocessSpec
@@ -30,7 +23,15 @@ from memesearch.images.thumbnails import ThumbnailSpec
 from memesearch.index import VectorIndex
 from memesearch.ingest.changes import Resolution, ScanDiff, diff_scan, resolve_hashes
 from memesearch.ingest.pool import DecodePool, JobFailure, bounded_map, hash_job, hold_until
-from memesearch.ingest.scan import FileInfo, ScanOptions, normalize_scope, scan_library, scan_paths
+from memesearch.ingest.scan import ScanOptions, normalize_scope, scan_library, scan_paths
+from memesearch.records import (
+    EmbeddedFile,
+    FailedFile,
+    FileInfo,
+    IndexDelta,
+    StoredFile,
+    VectorSpace,
+)
 
 log = logging.getLogger(__name__)
 _Batch = list[tuple[FileInfo, PreparedImage | JobFailure]]

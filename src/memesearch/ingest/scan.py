@@ -9,15 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from memesearch.errors import LibraryError
-
-
-@dataclass(frozen=True, slots=True)
-class FileInfo:
-    """A file as the scanner saw it; `path` is relative to the library root, '/'-separated."""
-
-    path: str
-    size: int
-    mtime_ns: int
+from memesearch.records import FileInfo
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,12 +10,13 @@ from enum import StrEnum
 
 import numpy as np
 
-from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.embed.batcher import Priority
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
 from memesearch.images.decode import DecodeLimits
 from memesearch.images.prepare import prepare_bytes
+from memesearch.records import VectorSpace
 
 _ZERO = 1e-6
 

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memesearch.db.repo import Repository, VectorSpace
+from memesearch.db.repo import Repository
 from memesearch.errors import QueryError
 from memesearch.index import VectorIndex
+from memesearch.records import VectorSpace
 from memesearch.search.coalesce import Coalescer
 from memesearch.search.query import QueryEncoder, Term
 

@@ -8,8 +8,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
-from memesearch.db.models import FileState
-from memesearch.db.repo import FileRow
+from memesearch.records import FileRow, FileState
 from memesearch.web.library_files import UnsafePathError, content_type_for, etag_for, library_file
 from memesearch.web.state import AppState, StateDep
 

@@ -9,17 +9,10 @@ import pytest
 from sqlalchemy import text
 
 from memesearch.db.migrate import upgrade_schema
-from memesearch.db.models import FileState
-from memesearch.db.repo import (
-    EmbeddedFile,
-    FailedFile,
-    Repository,
-    Reuse,
-    VectorSpace,
-)
+from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
 from memesearch.errors import StoreError
-from memesearch.ingest.scan import FileInfo
+from memesearch.records import EmbeddedFile, FailedFile, FileInfo, FileState, Reuse, VectorSpace
 
 SPACE = VectorSpace("model-a", 4)
 

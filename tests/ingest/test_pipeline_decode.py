@@ -13,14 +13,14 @@ import pytest
 import memesearch.ingest.pipeline
 import memesearch.services
 from memesearch.config import ModelSettings, Settings, load_settings
-from memesearch.db.models import FileState
-from memesearch.db.repo import decode_vector
+from memesearch.db.vectors import decode_vector
 from memesearch.embed.model import Embedder, ModelInfo, describe_model, load_embedder
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.errors import ModelLoadError
 from memesearch.images.decode import PreprocessSpec
 from memesearch.ingest.pipeline import Indexer, IndexReport
 from memesearch.ingest.pool import JobFailure, hash_job
+from memesearch.records import FileState
 from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus, write_image

@@ -11,10 +11,10 @@ from alembic import command
 from sqlalchemy import Engine, insert, select, text
 
 from memesearch.db.migrate import alembic_config, upgrade_schema
-from memesearch.db.models import FileState, ImageFile, StoreMeta, Vector
-from memesearch.db.repo import EmbeddedFile, Repository, VectorSpace
+from memesearch.db.models import ImageFile, StoreMeta, Vector
+from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
-from memesearch.ingest.scan import FileInfo
+from memesearch.records import EmbeddedFile, FileInfo, FileState, VectorSpace
 from memesearch.testing import clustered_vectors
 
 SPACE = VectorSpace("model-a", 64)

@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from memesearch.config import Settings, load_settings
-from memesearch.db.models import FileState
 from memesearch.errors import LibraryError
+from memesearch.records import FileState
 from memesearch.search.query import Term
 from memesearch.services import open_services
 from tests.conftest import write_config
