@@ -29,8 +29,8 @@ from memesearch.errors import ConfigError, MemesearchError
 from memesearch.index.persist import read_stamp
 from memesearch.ingest.pipeline import IndexReport, Phase
 from memesearch.ingest.pipeline import Progress as IndexProgress
-from memesearch.search.query import Term
-from memesearch.search.service import SearchPage
+from memesearch.search.query import ImageIdTerm, ImageTerm, Term, TextTerm
+from memesearch.search.service import MAX_K, SearchPage
 from memesearch.services import Services, open_services
 
 app = typer.Typer(
@@ -97,13 +97,14 @@ def search(
     like: Annotated[
         list[str] | None, typer.Option("--like", help="Indexed image by id: ID[:WEIGHT].")
     ] = None,
-    k: Annotated[int, typer.Option("-k", help="Number of results.", min=1, max=500)] = 20,
+    k: Annotated[int, typer.Option("-k", help="Number of results.", min=1, max=MAX_K)] = 20,
     offset: Annotated[int, typer.Option("--offset", help="Skip this many results.", min=0)] = 0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Search by text and/or example images, e.g. `memesearch search "cat" --minus cartoon`."""
-    terms = [Term.text(t) for t in text or []] + [Term.text(t, -1.0) for t in minus or []]
+    terms: list[Term] = [TextTerm(t) for t in text or []]
+    terms += [TextTerm(t, -1.0) for t in minus or []]
     terms += [_image_term(spec) for spec in image or []]
     terms += [_like_term(spec) for spec in like or []]
     if not terms:
@@ -215,7 +216,7 @@ def migrate(config: ConfigOption = None) -> None:
 def _image_term(spec: str) -> Term:
     path, weight = _split_weight(spec, Path(spec).is_file())
     try:
-        return Term.image(Path(path).read_bytes(), weight)
+        return ImageTerm(Path(path).read_bytes(), weight)
     except OSError as exc:
         raise typer.BadParameter(f"cannot read image {path}: {exc.strerror}") from exc
 
@@ -224,7 +225,7 @@ def _like_term(spec: str) -> Term:
     raw_id, weight = _split_weight(spec, False)
     if not raw_id.isdigit():
         raise typer.BadParameter(f"--like takes ID[:WEIGHT], got {spec!r}")
-    return Term.image_id(int(raw_id), weight)
+    return ImageIdTerm(int(raw_id), weight)
 
 
 def _split_weight(spec: str, whole_is_value: bool) -> tuple[str, float]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import (
     BaseModel,
@@ -24,6 +24,7 @@ ENV_PREFIX = "MEMESEARCH_"
 CONFIG_ENV = "MEMESEARCH_CONFIG"
 DEFAULT_CONFIG = Path("config.toml")
 DEFAULT_MODEL = "hf-hub:timm/ViT-SO400M-14-SigLIP-384"
+MIB: Final = 1024 * 1024  # what every `*_mb` key counts in
 IMAGE_EXTENSIONS = (
     ".jpg",
     ".jpeg",
@@ -59,6 +60,16 @@ class LibrarySettings(_Section):
             raise ValueError("at least one extension is needed")
         return tuple(sorted({"." + ext.lower().lstrip(".") for ext in value}))
 
+    @property
+    def max_file_bytes(self) -> int:
+        """`max_file_mb` in bytes."""
+        return mebibytes(self.max_file_mb)
+
+    @property
+    def max_pixels(self) -> int:
+        """`max_image_megapixels` in pixels."""
+        return int(self.max_image_megapixels * 1_000_000)
+
 
 class DatabaseSettings(_Section):
     """The SQLAlchemy URL of the store; SQLite by default."""
@@ -73,6 +84,11 @@ class DatabaseSettings(_Section):
         except Exception as exc:  # SQLAlchemy raises ArgumentError for garbage
             raise ValueError(f"not a database URL ({exc})") from exc
         return value
+
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file when the store is a SQLite file; None for a server or `:memory:`."""
+        return sqlite_file(self.url)
 
 
 class ModelSettings(_Section):
@@ -162,6 +178,16 @@ class ServerSettings(_Section):
     upload_cache_mb: float = Field(default=256.0, ge=0)
     auth: AuthSettings = AuthSettings()
 
+    @property
+    def max_body_bytes(self) -> int:
+        """`max_body_mb` in bytes."""
+        return mebibytes(self.max_body_mb)
+
+    @property
+    def upload_cache_bytes(self) -> int:
+        """`upload_cache_mb` in bytes."""
+        return mebibytes(self.upload_cache_mb)
+
 
 class Settings(BaseSettings):
     """Every setting of memesearch; build it with `load_settings`."""
@@ -189,6 +215,33 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """The config file's values arrive as init values; the environment overrides them."""
         return env_settings, init_settings
+
+    @property
+    def data_dir(self) -> Path:
+        """Where memesearch keeps its own files besides the database: above the thumbnails."""
+        return self.thumbnails.folder.parent
+
+    @property
+    def uploads_dir(self) -> Path:
+        """The cache of example images added to queries in the web page."""
+        return self.data_dir / "uploads"
+
+    @property
+    def index_file(self) -> Path:
+        """Where the index is saved: `[index] file`, else beside the SQLite file (or the data)."""
+        if self.index.file is not None:
+            return self.index.file
+        database = self.database.sqlite_file
+        return database.with_suffix(".faiss") if database else self.data_dir / "index.faiss"
+
+    @property
+    def own_paths(self) -> tuple[Path, ...]:
+        """What memesearch writes, never indexed or watched even inside the library folder."""
+        paths = [self.thumbnails.folder, self.uploads_dir, self.index_file]  # index: + temp files
+        database = self.database.sqlite_file
+        if database is not None:
+            paths.append(database)  # the file (and its -wal/-shm), never its folder
+        return tuple(paths)
 
     def resolved(self, base_dir: Path) -> Settings:
         """A copy whose relative paths are anchored at `base_dir`, the config file's folder."""
@@ -218,12 +271,25 @@ def _anchor(path: Path, base_dir: Path) -> Path:
     return path if path.is_absolute() else (base_dir / path).resolve()
 
 
-def _anchor_sqlite(url: str, base_dir: Path) -> str:
+def mebibytes(megabytes: float) -> int:
+    """A `*_mb` setting in bytes."""
+    return int(megabytes * MIB)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite URL; None for another database or an in-memory one."""
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def _anchor_sqlite(url: str, base_dir: Path) -> str:
+    database = sqlite_file(url)
+    if database is None:
         return url
-    database = _anchor(Path(parsed.database), base_dir)
-    return parsed.set(database=str(database)).render_as_string(hide_password=False)
+    anchored = str(_anchor(database, base_dir))
+    return make_url(url).set(database=anchored).render_as_string(hide_password=False)
 
 
 def _anchor_model_name(name: str, base_dir: Path) -> str:

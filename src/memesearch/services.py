@@ -6,10 +6,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from memesearch.config import Settings
 from memesearch.db.migrate import upgrade_schema
@@ -44,15 +42,7 @@ class Services:
     def limits(self) -> DecodeLimits:
         """Size guards for decoding, from [library]."""
         lib = self.settings.library
-        return DecodeLimits(
-            max_file_bytes=int(lib.max_file_mb * 1024 * 1024),
-            max_pixels=int(lib.max_image_megapixels * 1_000_000),
-        )
-
-    @property
-    def own_paths(self) -> tuple[Path, ...]:
-        """What memesearch writes (thumbnails, uploads, SQLite files): never indexed or watched."""
-        return _own_paths(self.settings)
+        return DecodeLimits(max_file_bytes=lib.max_file_bytes, max_pixels=lib.max_pixels)
 
     @property
     def thumbnails(self) -> ThumbnailSpec:
@@ -75,7 +65,7 @@ class Services:
             limits=self.limits,
             thumbnails=self.thumbnails,
             index=self.keeper.index,
-            exclude=self.own_paths,
+            exclude=self.settings.own_paths,
         )
 
     async def search_service(self) -> SearchService:
@@ -105,7 +95,7 @@ async def open_services(
                 settings.index,
                 repo,
                 space,
-                path=index_path(settings),
+                path=settings.index_file,
                 use_gpu=settings.index.gpu == "auto",
             )
             try:
@@ -122,26 +112,3 @@ async def open_services(
                 await keeper.close()
     finally:
         engine.dispose()
-
-
-def index_path(settings: Settings) -> Path:
-    """Where the index is saved: `[index] file`, else beside the SQLite file (or thumbnails)."""
-    if settings.index.file is not None:
-        return settings.index.file
-    url = make_url(settings.database.url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        return Path(url.database).with_suffix(".faiss")
-    return settings.thumbnails.folder.parent / "index.faiss"
-
-
-def _own_paths(settings: Settings) -> tuple[Path, ...]:
-    """Our own files, never to be indexed even when kept inside the library folder."""
-    paths = [
-        settings.thumbnails.folder,
-        settings.thumbnails.folder.parent / "uploads",
-        index_path(settings),  # and its temporary siblings while it is saved
-    ]
-    url = make_url(settings.database.url)
-    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-        paths.append(Path(url.database))  # the file (and its -wal/-shm), never its folder
-    return tuple(paths)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from memesearch.config import Settings, load_settings
 from memesearch.ingest.live import LiveIndexer
-from memesearch.search.query import Term
+from memesearch.search.query import ImageTerm
 from memesearch.search.service import SearchService
 from memesearch.services import Services, open_services
 from tests.conftest import write_config
@@ -54,7 +54,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
 
 
 async def top_path(search: SearchService, image: Path) -> str | None:
-    page = await search.search([Term.image(image.read_bytes())], k=1)
+    page = await search.search([ImageTerm(image.read_bytes())], k=1)
     return page.hits[0].path if page.hits else None
 
 
@@ -190,7 +190,7 @@ async def test_the_watcher_looks_only_at_what_changed_folders_included(
         os.rename(outside, library / "2024.memes")
 
         async def arrived() -> bool:
-            pages = [await run.search.search([Term.image(data)], k=1) for data in arriving]
+            pages = [await run.search.search([ImageTerm(data)], k=1) for data in arriving]
             paths = [page.hits[0].path if page.hits else None for page in pages]
             return paths == [f"2024.memes/{i}.png" for i in range(3)]
 

@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from memesearch.config import Settings, load_settings
 from memesearch.errors import LibraryError
 from memesearch.records import FileState
-from memesearch.search.query import Term
+from memesearch.search.query import ImageTerm
 from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus, write_image
@@ -243,7 +243,7 @@ async def test_a_live_index_is_updated_in_place_without_a_rebuild(
         assert sorted(int(i) for i in index.ids()) == sorted(
             row.id for row in files.values() if row.state is FileState.OK
         )
-        page = await search.search([Term.image((library / "fresh.png").read_bytes())], k=10)
+        page = await search.search([ImageTerm((library / "fresh.png").read_bytes())], k=10)
         assert page.hits[0].path == "fresh.png"
         assert "m0.png" not in {hit.path for hit in page.hits}
 

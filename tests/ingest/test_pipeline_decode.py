@@ -42,7 +42,7 @@ async def index_with_loader(settings: Settings, loader: object) -> IndexReport:
             runtime,
             limits=services.limits,
             thumbnails=services.thumbnails,
-            exclude=services.own_paths,
+            exclude=services.settings.own_paths,
         )
         try:
             return await indexer.run()

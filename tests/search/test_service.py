@@ -14,7 +14,7 @@ from memesearch.config import Settings, load_settings
 from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
 from memesearch.images.decode import DecodeLimits, PreprocessSpec
 from memesearch.images.prepare import prepare_file
-from memesearch.search.query import Term
+from memesearch.search.query import EmbeddingTerm, ImageIdTerm, ImageTerm, Term, TextTerm
 from memesearch.search.service import SearchPage
 from memesearch.services import open_services
 from tests.conftest import write_config
@@ -85,7 +85,7 @@ async def search(settings: Settings, terms: list[Term], k: int = 20, offset: int
 @pytest.mark.parametrize("text", TEXTS)
 async def test_text_search_equals_brute_force_reference(indexed, text: str) -> None:
     settings, _, reference = indexed
-    page = await search(settings, [Term.text(text)], k=15)
+    page = await search(settings, [TextTerm(text)], k=15)
     expected_paths, expected_scores = reference.ranking(reference.text(text))
     assert [hit.path for hit in page.hits] == expected_paths[:15]
     np.testing.assert_allclose([h.score for h in page.hits], expected_scores[:15], atol=1e-4)
@@ -95,8 +95,8 @@ async def test_weighted_mix_equals_reference_and_negative_weight_pushes_down(ind
     settings, _, reference = indexed
     cat, frog = reference.text(TEXTS[0]), reference.text(TEXTS[1])
     k = len(reference.paths)
-    plain = await search(settings, [Term.text(TEXTS[0])], k=k)
-    mixed = await search(settings, [Term.text(TEXTS[0]), Term.text(TEXTS[1], -0.8)], k=k)
+    plain = await search(settings, [TextTerm(TEXTS[0])], k=k)
+    mixed = await search(settings, [TextTerm(TEXTS[0]), TextTerm(TEXTS[1], -0.8)], k=k)
     expected, _ = reference.ranking(cat - 0.8 * frog)
     assert [h.path for h in mixed.hits] == expected
     frogs, _ = reference.ranking(frog)
@@ -111,7 +111,7 @@ async def test_an_image_term_ranks_its_own_file_first(indexed) -> None:
     settings, good, _ = indexed
     for path in (good[5], good[17], "photos/big photo.jpg"):
         data = (settings.library.path / path).read_bytes()
-        page = await search(settings, [Term.image(data)], k=3)
+        page = await search(settings, [ImageTerm(data)], k=3)
         assert page.hits[0].path == path
         assert page.hits[0].score == pytest.approx(1.0, abs=1e-3)  # stored as float16
 
@@ -119,18 +119,18 @@ async def test_an_image_term_ranks_its_own_file_first(indexed) -> None:
 async def test_image_id_and_embedding_terms(indexed) -> None:
     settings, good, reference = indexed
     first = (
-        await search(settings, [Term.image((settings.library.path / good[9]).read_bytes())], k=1)
+        await search(settings, [ImageTerm((settings.library.path / good[9]).read_bytes())], k=1)
     ).hits[0]
-    by_id = await search(settings, [Term.image_id(first.id)], k=1)
+    by_id = await search(settings, [ImageIdTerm(first.id)], k=1)
     assert by_id.hits[0].id == first.id
     vector = reference.images[reference.paths.index(good[9])]
-    by_vector = await search(settings, [Term.embedding(vector.tolist())], k=1)
+    by_vector = await search(settings, [EmbeddingTerm(tuple(vector.tolist()))], k=1)
     assert by_vector.hits[0].id == first.id
 
 
 async def test_paging_walks_the_same_ranking_and_ends(indexed) -> None:
     settings, good, _ = indexed
-    terms = [Term.text(TEXTS[2])]
+    terms = [TextTerm(TEXTS[2])]
     full = await search(settings, terms, k=len(good))
     assert full.next_offset is None
     pages, offset = [], 0
@@ -148,16 +148,16 @@ async def test_paging_walks_the_same_ranking_and_ends(indexed) -> None:
     ("terms", "error", "message"),
     [
         ([], QueryError, "at least one term"),
-        ([Term.text("cat", float("nan"))], QueryError, "finite"),
-        ([Term.text("cat", float("inf"))], QueryError, "finite"),
-        ([Term.text("   ")], QueryError, "text is empty"),
-        ([Term.text("cat", 0.0)], QueryError, "weight 0"),
-        ([Term.embedding([0.1] * 5)], QueryError, "5 values, the model produces 32"),
-        ([Term.embedding([0.0] * 32)], QueryError, "all zeros"),
-        ([Term.embedding([float("nan")] * 32)], QueryError, "NaN"),
-        ([Term.text("cat"), Term.text("cat", -1.0)], QueryError, "cancel"),
-        ([Term.image(b"definitely not an image")], ImageDecodeError, "term 1: not a recognised"),
-        ([Term.image_id(987_654)], UnknownImageError, "987654"),
+        ([TextTerm("cat", float("nan"))], QueryError, "finite"),
+        ([TextTerm("cat", float("inf"))], QueryError, "finite"),
+        ([TextTerm("   ")], QueryError, "text is empty"),
+        ([TextTerm("cat", 0.0)], QueryError, "weight 0"),
+        ([EmbeddingTerm((0.1,) * 5)], QueryError, "5 values, the model produces 32"),
+        ([EmbeddingTerm((0.0,) * 32)], QueryError, "all zeros"),
+        ([EmbeddingTerm((float("nan"),) * 32)], QueryError, "NaN"),
+        ([TextTerm("cat"), TextTerm("cat", -1.0)], QueryError, "cancel"),
+        ([ImageTerm(b"definitely not an image")], ImageDecodeError, "term 1: not a recognised"),
+        ([ImageIdTerm(987_654)], UnknownImageError, "987654"),
     ],
 )
 async def test_bad_queries_raise_clear_domain_errors(indexed, terms, error, message) -> None:
@@ -170,7 +170,7 @@ async def test_bad_queries_raise_clear_domain_errors(indexed, terms, error, mess
 async def test_paging_limits(indexed, k: int, offset: int) -> None:
     settings, _, _ = indexed
     with pytest.raises(QueryError):
-        await search(settings, [Term.text("cat")], k=k, offset=offset)
+        await search(settings, [TextTerm("cat")], k=k, offset=offset)
 
 
 async def test_another_models_vectors_are_never_searched(indexed, other_model_dir: Path) -> None:
@@ -178,7 +178,7 @@ async def test_another_models_vectors_are_never_searched(indexed, other_model_di
     other = settings.model_copy(
         update={"model": settings.model.model_copy(update={"name": f"local-dir:{other_model_dir}"})}
     )
-    page = await search(other, [Term.text("cat")])
+    page = await search(other, [TextTerm("cat")])
     assert page.hits == [] and page.total_indexed == 0
 
 
@@ -187,9 +187,7 @@ async def test_concurrent_searches_share_faiss_scans(indexed) -> None:
     async with open_services(settings) as services:
         service = await services.search_service()
         before = service.scans
-        pages = await asyncio.gather(
-            *(service.search([Term.text(text)], k=5) for text in TEXTS * 4)
-        )
+        pages = await asyncio.gather(*(service.search([TextTerm(text)], k=5) for text in TEXTS * 4))
         assert service.scans - before < len(pages)  # 16 queries, fewer FAISS scans
-        solo = await service.search([Term.text(TEXTS[1])], k=5)
+        solo = await service.search([TextTerm(TEXTS[1])], k=5)
     assert [h.id for h in pages[1].hits] == [h.id for h in solo.hits]

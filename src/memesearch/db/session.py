@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from memesearch.config import sqlite_file
 from memesearch.errors import StoreError
 
 
 def create_store_engine(url: str) -> Engine:
     """Create the engine for `url`, making the SQLite file's folder if needed."""
-    parsed = make_url(url)
-    is_sqlite = parsed.get_backend_name() == "sqlite"
-    if is_sqlite and parsed.database not in (None, "", ":memory:"):
-        folder = Path(parsed.database).parent
+    is_sqlite = make_url(url).get_backend_name() == "sqlite"
+    database = sqlite_file(url)
+    if database is not None:
+        folder = database.parent
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

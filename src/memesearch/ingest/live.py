@@ -130,7 +130,7 @@ class LiveIndexer:
 
     def _relevant(self, change: Change, path: str) -> bool:
         lib = self._services.settings.library
-        if any(path.startswith(str(own)) for own in self._services.own_paths):
+        if any(path.startswith(str(own)) for own in self._services.settings.own_paths):
             return False  # our own thumbnails, uploads and database files
         relative = Path(path).relative_to(lib.path) if path.startswith(str(lib.path)) else None
         if relative is None or any(part.startswith(".") for part in relative.parts):

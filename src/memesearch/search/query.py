@@ -6,7 +6,7 @@ import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import StrEnum
+from typing import ClassVar, TypeAlias
 
 import numpy as np
 
@@ -14,49 +14,55 @@ from memesearch.db.repo import Repository
 from memesearch.embed.batcher import Priority
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
-from memesearch.images.decode import DecodeLimits
+from memesearch.images.decode import DecodeLimits, PreprocessSpec
 from memesearch.images.prepare import prepare_bytes
 from memesearch.records import VectorSpace
 
 _ZERO = 1e-6
 
 
-class TermKind(StrEnum):
-    """What a term refers to."""
+@dataclass(frozen=True, slots=True)
+class TextTerm:
+    """A text description; negative weights push matches away, like every term's."""
 
-    TEXT = "text"
-    IMAGE = "image"
-    IMAGE_ID = "image_id"
-    EMBEDDING = "embedding"
+    text: str
+    weight: float = 1.0
+    kind: ClassVar[str] = "text"
 
 
 @dataclass(frozen=True, slots=True)
-class Term:
-    """One weighted part of a query; negative weights push matches away."""
+class ImageTerm:
+    """An example image given as its encoded bytes."""
 
-    kind: TermKind
-    value: str | bytes | int | tuple[float, ...]
+    data: bytes
     weight: float = 1.0
+    kind: ClassVar[str] = "image"
 
-    @classmethod
-    def text(cls, text: str, weight: float = 1.0) -> Term:
-        """A text description."""
-        return cls(TermKind.TEXT, text, weight)
 
-    @classmethod
-    def image(cls, data: bytes, weight: float = 1.0) -> Term:
-        """An example image given as its encoded bytes."""
-        return cls(TermKind.IMAGE, data, weight)
+@dataclass(frozen=True, slots=True)
+class ImageIdTerm:
+    """An already indexed file, by id."""
 
-    @classmethod
-    def image_id(cls, file_id: int, weight: float = 1.0) -> Term:
-        """An already indexed file, by id."""
-        return cls(TermKind.IMAGE_ID, file_id, weight)
+    image_id: int
+    weight: float = 1.0
+    kind: ClassVar[str] = "image_id"
 
-    @classmethod
-    def embedding(cls, values: Sequence[float], weight: float = 1.0) -> Term:
-        """A raw vector in the model's space."""
-        return cls(TermKind.EMBEDDING, tuple(float(v) for v in values), weight)
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingTerm:
+    """A raw vector in the model's space (any sequence of numbers, kept as a tuple of floats)."""
+
+    values: tuple[float, ...]
+    weight: float = 1.0
+    kind: ClassVar[str] = "embedding"
+
+    def __post_init__(self) -> None:
+        """Hold the values as an immutable tuple of floats, whatever sequence came in."""
+        object.__setattr__(self, "values", tuple(float(v) for v in self.values))
+
+
+# One weighted part of a query; `kind` names it ("text", "image", "image_id", "embedding").
+Term: TypeAlias = TextTerm | ImageTerm | ImageIdTerm | EmbeddingTerm
 
 
 class QueryEncoder:
@@ -82,30 +88,35 @@ class QueryEncoder:
 
     async def _term_vectors(self, terms: Sequence[Term]) -> np.ndarray:
         vectors = np.zeros((len(terms), self._space.dim), dtype=np.float32)
-        texts = [(i, t) for i, t in enumerate(terms) if t.kind is TermKind.TEXT]
-        images = [(i, t) for i, t in enumerate(terms) if t.kind is TermKind.IMAGE]
+        texts: list[tuple[int, str]] = []
+        images: list[tuple[int, bytes]] = []
         for i, term in enumerate(terms):
-            if term.kind is TermKind.IMAGE_ID:
-                vectors[i] = await self._stored_vector(int(term.value))  # type: ignore[arg-type]
-            elif term.kind is TermKind.EMBEDDING:
-                vectors[i] = _unit(np.asarray(term.value, dtype=np.float32), i)
+            match term:
+                case TextTerm(text=text):
+                    texts.append((i, text))
+                case ImageTerm(data=data):
+                    images.append((i, data))
+                case ImageIdTerm(image_id=image_id):
+                    vectors[i] = await self._stored_vector(image_id)
+                case EmbeddingTerm(values=values):
+                    vectors[i] = _unit(np.asarray(values, dtype=np.float32), i)
         if texts or images:
             batcher = await self._runtime.batcher()
         if texts:
-            embedded = await batcher.embed_texts([str(t.value) for _, t in texts])
+            embedded = await batcher.embed_texts([text for _, text in texts])
             vectors[[i for i, _ in texts]] = embedded
         if images:
             spec = batcher.embedder.preprocess
             pixels = await asyncio.gather(
-                *(asyncio.to_thread(self._decode, i, t.value, spec) for i, t in images)
+                *(asyncio.to_thread(self._decode, i, data, spec) for i, data in images)
             )
             embedded = await batcher.embed_images(np.stack(pixels), priority=Priority.QUERY)
             vectors[[i for i, _ in images]] = embedded
         return vectors
 
-    def _decode(self, position: int, data: object, spec: object) -> np.ndarray:
+    def _decode(self, position: int, data: bytes, spec: PreprocessSpec) -> np.ndarray:
         try:
-            return prepare_bytes(data, spec, self._limits).pixels  # type: ignore[arg-type]
+            return prepare_bytes(data, spec, self._limits).pixels
         except ImageDecodeError as exc:
             raise ImageDecodeError(f"term {position + 1}: {exc}") from exc
 
@@ -123,16 +134,14 @@ def validate_terms(terms: Sequence[Term], dim: int) -> None:
     for position, term in enumerate(terms, start=1):
         if not math.isfinite(term.weight):
             raise QueryError(f"term {position}: weight must be a finite number")
-        if term.kind is TermKind.TEXT and not str(term.value).strip():
-            raise QueryError(f"term {position}: text is empty")
-        if term.kind is TermKind.IMAGE and not term.value:
-            raise QueryError(f"term {position}: image is empty")
-        if term.kind is TermKind.EMBEDDING:
-            values = term.value
-            if not isinstance(values, tuple) or len(values) != dim:
-                size = len(values) if isinstance(values, tuple) else "no"
+        match term:
+            case TextTerm(text=text) if not text.strip():
+                raise QueryError(f"term {position}: text is empty")
+            case ImageTerm(data=data) if not data:
+                raise QueryError(f"term {position}: image is empty")
+            case EmbeddingTerm(values=values) if len(values) != dim:
                 raise QueryError(
-                    f"term {position}: embedding has {size} values, the model produces {dim}"
+                    f"term {position}: embedding has {len(values)} values, the model produces {dim}"
                 )
     if all(term.weight == 0 for term in terms):
         raise QueryError("every term has weight 0")

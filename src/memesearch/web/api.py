@@ -9,11 +9,12 @@ from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFil
 
 from memesearch.errors import QueryError
 from memesearch.index.keeper import KeeperStatus
-from memesearch.search.query import Term
-from memesearch.search.service import SearchPage
+from memesearch.search.query import ImageTerm, Term, TextTerm
+from memesearch.search.service import MAX_K, MAX_WINDOW, SearchPage
 from memesearch.web.errors import PayloadTooLarge
 from memesearch.web.schemas import (
     MAX_SQL_INT,
+    MSE_MAX_K,
     ErrorResponse,
     FailureItem,
     FailuresResponse,
@@ -72,14 +73,13 @@ async def search_upload(
     image_weights: Annotated[list[Weight], Form(description="One weight per image.")] = [],  # noqa: B006
     text: Annotated[list[str], Form(description="Text terms.")] = [],  # noqa: B006
     text_weights: Annotated[list[Weight], Form(description="One weight per text.")] = [],  # noqa: B006
-    k: Annotated[int, Form(ge=1, le=500)] = 50,
-    offset: Annotated[int, Form(ge=0, le=100_000)] = 0,
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 50,
+    offset: Annotated[int, Form(ge=0, le=MAX_WINDOW)] = 0,
     path_prefix: Annotated[str, Form()] = "",
 ) -> SearchResponse:
     """Search with uploaded image files (multipart) plus optional text terms."""
-    terms = [
-        Term.text(t, w)
-        for t, w in zip(text, _weights(text_weights, len(text), "text"), strict=True)
+    terms: list[Term] = [
+        TextTerm(t, w) for t, w in zip(text, _weights(text_weights, len(text), "text"), strict=True)
     ]
     limit = state.services.limits.max_file_bytes
     weights = _weights(image_weights, len(images), "image")
@@ -87,7 +87,7 @@ async def search_upload(
         data = await upload.read(limit + 1)
         if len(data) > limit:
             raise PayloadTooLarge(f"upload {upload.filename!r} is over the {limit >> 20} MB limit")
-        terms.append(Term.image(data, weight))
+        terms.append(ImageTerm(data, weight))
     return await _run_search(state, terms, k=k, offset=offset, path_prefix=path_prefix)
 
 
@@ -216,5 +216,5 @@ async def mse(body: MseRequest, state: StateDep) -> list[MseResult]:
     """The original Meme Search Engine's query format, for its front end and scripts."""
     terms = body.to_terms()
     state.metrics.observe_query(terms)
-    page = await state.search.search(terms, k=body.top_k, max_k=10_000)
+    page = await state.search.search(terms, k=body.top_k, max_k=MSE_MAX_K)
     return [MseResult(score=hit.score, file=hit.path) for hit in page.hits]

@@ -52,8 +52,7 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
                 metrics=metrics,
                 device=batcher.embedder.device,
                 uploads=UploadCache(
-                    settings.thumbnails.folder.parent / "uploads",
-                    max_bytes=int(settings.server.upload_cache_mb * 2**20),
+                    settings.uploads_dir, max_bytes=settings.server.upload_cache_bytes
                 ),
                 templates=templates,
             )
@@ -76,7 +75,7 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
     gate = auth.Gate(settings.server.auth)
     app.state.gate = gate  # the login route signs sessions with it
     app.add_middleware(auth.AuthMiddleware, gate=gate)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 2**20))
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     Instrumentator(
         registry=metrics.registry, excluded_handlers=["/metrics", "/healthz"]
     ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)

@@ -84,7 +84,7 @@ class Metrics:
         """Count a search and its terms by type."""
         self.searches.inc()
         for term in terms:
-            self.query_terms.labels(term.kind.value).inc()
+            self.query_terms.labels(term.kind).inc()
 
     def set_counts(self, *, indexed: int, failed: int) -> None:
         """Store totals (refreshed after every pass and on /api/status)."""

@@ -17,8 +17,8 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import QueryParams
 
 from memesearch.errors import MemesearchError, QueryError
-from memesearch.search.query import Term
-from memesearch.search.service import SearchPage
+from memesearch.search.query import ImageIdTerm, ImageTerm, Term, TextTerm
+from memesearch.search.service import MAX_WINDOW, SearchPage
 from memesearch.web.errors import PayloadTooLarge, status_for
 from memesearch.web.state import AppState, StateDep
 from memesearch.web.uploads import is_upload_hash, media_type
@@ -105,8 +105,10 @@ def parse_query(params: QueryParams, *, max_terms: int) -> tuple[list[TermSpec],
     if len(specs) > max_terms:
         raise QueryError(f"a query can have at most {max_terms} terms, this one has {len(specs)}")
     raw_offset = params.get("offset", "0").strip() or "0"
-    if not raw_offset.isdigit() or int(raw_offset) > 100_000:
-        raise QueryError(f"offset must be a whole number from 0 to 100000, not {raw_offset!r}")
+    if not raw_offset.isdigit() or int(raw_offset) > MAX_WINDOW:
+        raise QueryError(
+            f"offset must be a whole number from 0 to {MAX_WINDOW}, not {raw_offset!r}"
+        )
     return specs, int(raw_offset)
 
 
@@ -143,14 +145,14 @@ async def build_terms(state: AppState, specs: Sequence[TermSpec]) -> list[Term]:
     terms: list[Term] = []
     for position, spec in enumerate(specs, start=1):
         if spec.kind is Kind.TEXT:
-            terms.append(Term.text(spec.value, spec.weight))
+            terms.append(TextTerm(spec.value, spec.weight))
         elif spec.kind is Kind.ID:
-            terms.append(Term.image_id(int(spec.value), spec.weight))
+            terms.append(ImageIdTerm(int(spec.value), spec.weight))
         else:
             data = await asyncio.to_thread(state.uploads.get, spec.value)
             if data is None:
                 raise QueryError(f"term {position}: that uploaded image has expired; add it again")
-            terms.append(Term.image(data, spec.weight))
+            terms.append(ImageTerm(data, spec.weight))
     return terms
 
 

@@ -9,8 +9,8 @@ from typing import Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memesearch.errors import QueryError
-from memesearch.search.query import Term
-from memesearch.search.service import MAX_K
+from memesearch.search.query import EmbeddingTerm, ImageIdTerm, ImageTerm, Term, TextTerm
+from memesearch.search.service import MAX_K, MAX_WINDOW
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 # A term's weight, the same in JSON and multipart requests: huge weights overflow float32 sums.
@@ -18,6 +18,8 @@ Weight = Annotated[float, Field(allow_inf_nan=False, ge=-100, le=100)]
 # The largest integer SQLite (and any SQL BIGINT) holds: a bigger id or offset would not reach the
 # database as a miss but as an OverflowError, a 500.
 MAX_SQL_INT = 2**63 - 1
+# The original Meme Search Engine asked for 4000 results by default; answer up to this many.
+MSE_MAX_K = 10_000
 TERM_KINDS: Final = {
     "text": "string",
     "image": "string",
@@ -66,12 +68,12 @@ class TermIn(_Strict):
     def to_term(self, position: int) -> Term:
         """The domain term; base64 is decoded here so a bad one names its term."""
         if self.text is not None:
-            return Term.text(self.text, self.weight)
+            return TextTerm(self.text, self.weight)
         if self.image is not None:
-            return Term.image(decode_base64(self.image, position), self.weight)
+            return ImageTerm(decode_base64(self.image, position), self.weight)
         if self.image_id is not None:
-            return Term.image_id(self.image_id, self.weight)
-        return Term.embedding(self.embedding or [], self.weight)
+            return ImageIdTerm(self.image_id, self.weight)
+        return EmbeddingTerm(tuple(self.embedding or ()), self.weight)
 
 
 def decode_base64(data: str, position: int) -> bytes:
@@ -95,7 +97,7 @@ class SearchRequest(_Strict):
 
     terms: list[TermIn] = Field(min_length=1)
     k: int = Field(default=50, ge=1, le=MAX_K)
-    offset: int = Field(default=0, ge=0, le=100_000)
+    offset: int = Field(default=0, ge=0, le=MAX_WINDOW)
     filters: SearchFilters = SearchFilters()
 
     def to_terms(self) -> list[Term]:
@@ -212,17 +214,17 @@ class MseRequest(BaseModel):
     text: list[tuple[str, Weight]] = Field(default_factory=list)
     images: list[tuple[str, Weight]] = Field(default_factory=list)
     embeddings: list[list[FiniteFloat]] = Field(default_factory=list)
-    top_k: int = Field(default=4000, ge=1, le=10_000)
+    top_k: int = Field(default=4000, ge=1, le=MSE_MAX_K)
 
     def to_terms(self) -> list[Term]:
         """Weighted terms in the order text, images, embeddings."""
-        terms = [Term.text(text, weight) for text, weight in self.text]
+        terms: list[Term] = [TextTerm(text, weight) for text, weight in self.text]
         offset = len(terms)
         terms += [
-            Term.image(decode_base64(data, offset + i), weight)
+            ImageTerm(decode_base64(data, offset + i), weight)
             for i, (data, weight) in enumerate(self.images, start=1)
         ]
-        terms += [Term.embedding(vector) for vector in self.embeddings]
+        terms += [EmbeddingTerm(tuple(vector)) for vector in self.embeddings]
         return terms
 
 
