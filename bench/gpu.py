@@ -506,7 +506,7 @@ def phase_pipeline(config: Path) -> dict[str, Any]:
             started = time.perf_counter()
             await services.runtime.batcher()
             loaded = time.perf_counter() - started
-            indexer = await services.indexer()
+            indexer = services.indexer()
             with gpu_busy(settings.model.device.startswith("cuda")) as busy:
                 started = time.perf_counter()
                 report = await indexer.run()

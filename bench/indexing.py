@@ -195,7 +195,7 @@ def phase_pipeline(job: dict[str, Any], *, known_file: bool = False) -> dict[str
             if known_file:  # a store that is not empty: new files are hashed before decoding
                 gone = FailedFile(FileInfo("elsewhere/gone.jpg", 1, 0), "placeholder")
                 services.repo.write_batch(embedded=[], failed=[gone], space=services.space)
-            indexer = await services.indexer()
+            indexer = services.indexer()
             started = time.perf_counter()
             report = await indexer.run()
             seconds = time.perf_counter() - started

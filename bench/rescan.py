@@ -139,7 +139,7 @@ async def in_process(settings: Settings, repeat: int) -> dict[str, Any]:
     options = ScanOptions(extensions=frozenset(settings.library.extensions))
     times: dict[str, list[float]] = {"scan": [], "stored": [], "diff": [], "run": []}
     async with open_services(settings) as services:
-        indexer = await services.indexer()
+        indexer = services.indexer()
         for _ in range(repeat):
             seconds, scan = timed(scan_library, settings.library.path, options)
             times["scan"].append(seconds)

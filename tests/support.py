@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from memesearch.config import Settings
 from memesearch.db.models import ImageFile, Vector
 from memesearch.db.repo import Repository
 from memesearch.embed.model import EmbedStats
+from memesearch.ingest.live import IndexingStatus, LiveIndexer
 from memesearch.ingest.pipeline import IndexReport
 from memesearch.records import EmbeddedFile, FileInfo, IndexDelta, VectorSpace
 from memesearch.services import open_services
@@ -29,9 +31,16 @@ class IndexRun:
 async def index_once(settings: Settings, paths: Iterable[str] | None = None) -> IndexRun:
     """One indexing run, as `memesearch index` does it; with `paths`, as the watcher does."""
     async with open_services(settings) as services:
-        report = await (await services.indexer()).run(paths=paths)
+        report = await services.indexer().run(paths=paths)
         embedder = services.runtime.embedder
         return IndexRun(report, None if embedder is None else embedder.stats)
+
+
+async def wait_idle(live: LiveIndexer) -> IndexingStatus:
+    """Wait until the background indexer has no pass running or asked for."""
+    while not live.idle:
+        await asyncio.sleep(0.02)
+    return live.status
 
 
 async def stored_rows(settings: Settings) -> tuple[dict[str, ImageFile], list[Vector]]:

@@ -311,7 +311,7 @@ async def test_a_file_deleted_between_hashing_and_decoding_is_simply_gone(
             doomed.unlink()
 
     async with open_services(settings) as services:
-        report = await (await services.indexer()).run(progress=delete_when_hashed)
+        report = await services.indexer().run(progress=delete_when_hashed)
     assert not doomed.exists()
     assert (report.added, report.failed, report.deferred) == (3, [], [])
     files, vectors = await stored_rows(settings)

@@ -80,7 +80,7 @@ async def _index(settings: Settings, *, show_progress: bool) -> IndexReport:
     async with open_services(settings) as services:
         # A fresh saved index is kept current (and saved on exit), so `serve` starts fast.
         await services.keeper.open_if_saved()
-        indexer = await services.indexer()
+        indexer = services.indexer()
         with _ProgressBar(enabled=show_progress and err.is_terminal) as bar:
             return await indexer.run(progress=bar.update)
 

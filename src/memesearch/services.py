@@ -56,8 +56,8 @@ class Services:
         """The in-memory index: loaded from its saved file when fresh, else built from the store."""
         return await self.keeper.open()
 
-    async def indexer(self) -> Indexer:
-        """An indexer that also keeps the in-memory index (if built) current."""
+    def indexer(self) -> Indexer:
+        """An indexer that also keeps the in-memory index (if opened by now) current."""
         return Indexer(
             self.settings,
             self.repo,
@@ -65,7 +65,6 @@ class Services:
             limits=self.limits,
             thumbnails=self.thumbnails,
             index=self.keeper.index,
-            exclude=self.settings.own_paths,
         )
 
     async def search_service(self) -> SearchService:

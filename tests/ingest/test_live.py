@@ -16,6 +16,7 @@ from memesearch.search.service import SearchService
 from memesearch.services import Services, open_services
 from tests.conftest import write_config
 from tests.corpus import write_image
+from tests.support import wait_idle
 
 
 def live_config(tmp_path: Path, library: Path, model: Path, **indexer: object) -> Path:
@@ -45,7 +46,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     """Open the store, build the index, start background indexing; stop it all on exit."""
     async with open_services(settings) as services:
         await services.index()
-        live = LiveIndexer(services)
+        live = LiveIndexer(settings, services.indexer(), maintain=services.keeper.maintain)
         live.start()
         try:
             yield Running(services, live, await services.search_service())
@@ -72,7 +73,7 @@ async def test_watcher_picks_up_new_and_deleted_files(
     write_image(library / "old.png", seed=1)
     settings = load_settings(live_config(tmp_path, library, tiny_model_dir, rescan_minutes=0))
     async with running(settings) as run:
-        await run.live.wait_idle()
+        await wait_idle(run.live)
         fresh = write_image(library / "sub" / "fresh meme.png", seed=2)
 
         async def fresh_found() -> bool:
@@ -97,7 +98,7 @@ async def test_periodic_rescan_without_a_watcher(
         live_config(tmp_path, library, tiny_model_dir, watch=False, rescan_minutes=0.005)
     )
     async with running(settings) as run:
-        await run.live.wait_idle()
+        await wait_idle(run.live)
         image = write_image(library / "later.png", seed=3)
 
         async def found() -> bool:
@@ -112,9 +113,9 @@ async def test_our_own_cache_folder_inside_the_library_is_ignored(
     write_image(library / "big.jpg", seed=4, size=(1600, 1200))
     settings = load_settings(live_config(tmp_path, library, tiny_model_dir, rescan_minutes=0))
     async with running(settings) as run:
-        await run.live.wait_idle()
+        await wait_idle(run.live)
         await asyncio.sleep(1.0)  # time for any watcher echo of our own thumbnail write
-        await run.live.wait_idle()
+        await wait_idle(run.live)
         counts = run.services.repo.counts(space=run.services.space)
         assert counts.files == 1  # the thumbnail under .cache/ was not indexed
         assert any((library / ".cache" / "thumbs").rglob("*.webp"))
@@ -126,12 +127,12 @@ async def test_a_failing_pass_is_reported_and_the_loop_survives(
     library = tmp_path / "not yet"
     settings = load_settings(live_config(tmp_path, library, tiny_model_dir, rescan_minutes=0))
     async with running(settings) as run:
-        status = await run.live.wait_idle()
+        status = await wait_idle(run.live)
         assert status.last_error is not None and "cannot be read" in status.last_error
         library.mkdir()
         write_image(library / "a.png", seed=5)
         run.live.request_rescan()
-        status = await run.live.wait_idle()
+        status = await wait_idle(run.live)
         assert status.last_error is None
         assert run.services.repo.counts(space=run.services.space).indexed == 1
 
@@ -143,13 +144,13 @@ async def test_a_copy_in_progress_is_looked_at_again_only_while_it_is_needed(
         tmp_path, library, tiny_model_dir, watch=False, rescan_minutes=0, settle_seconds=1
     )
     async with running(load_settings(config)) as run:
-        await run.live.wait_idle()
+        await wait_idle(run.live)
         whole = write_image(tmp_path / "whole.jpg", seed=6, size=(320, 240)).read_bytes()
 
         async def copy_started(name: str) -> int:
             (library / name).write_bytes(whole[:2000])
             run.live.request_rescan()
-            status = await run.live.wait_idle()
+            status = await wait_idle(run.live)
             assert status.last_report is not None and status.last_report.deferred == [name]
             return status.runs
 
@@ -160,7 +161,7 @@ async def test_a_copy_in_progress_is_looked_at_again_only_while_it_is_needed(
             return run.live.status.runs > runs
 
         await eventually(retried)
-        status = await run.live.wait_idle()
+        status = await wait_idle(run.live)
         assert status.last_report is not None
         assert [path for path, _ in status.last_report.failed] == ["stalled.jpg"]
 
@@ -168,7 +169,7 @@ async def test_a_copy_in_progress_is_looked_at_again_only_while_it_is_needed(
         await copy_started("copying.jpg")
         (library / "copying.jpg").write_bytes(whole)
         run.live.request_rescan()
-        status = await run.live.wait_idle()
+        status = await wait_idle(run.live)
         assert await top_path(run.search, tmp_path / "whole.jpg") == "copying.jpg"
         await asyncio.sleep(2.5)  # past the retry the deferral had asked for
         assert run.live.status.runs == status.runs
@@ -183,7 +184,7 @@ async def test_the_watcher_looks_only_at_what_changed_folders_included(
     arriving = [write_image(outside / f"{i}.png", seed=20 + i).read_bytes() for i in range(3)]
     settings = load_settings(live_config(tmp_path, library, tiny_model_dir, rescan_minutes=0))
     async with running(settings) as run:
-        status = await run.live.wait_idle()
+        status = await wait_idle(run.live)
         assert status.last_report is not None and status.last_report.scope is None  # start: all
 
         # A folder moved in, named like a file: every picture in it is found.
@@ -195,7 +196,8 @@ async def test_the_watcher_looks_only_at_what_changed_folders_included(
             return paths == [f"2024.memes/{i}.png" for i in range(3)]
 
         await eventually(arrived)
-        report = run.live.status.last_report
+        # Searchable as soon as a batch is stored; the pass reports once it has finished.
+        report = (await wait_idle(run.live)).last_report
         assert report is not None and report.scope is not None
         assert report.scanned < 6  # the six old files were not looked at again
 

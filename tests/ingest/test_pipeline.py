@@ -237,7 +237,7 @@ async def test_a_live_index_is_updated_in_place_without_a_rebuild(
         assert len(index) == 5
         (library / "m0.png").unlink()
         write_image(library / "fresh.png", seed=77)
-        await (await services.indexer()).run()
+        await services.indexer().run()
         assert await services.index() is index  # the same object, changed in place
         files, _ = await stored_rows(settings)
         assert sorted(int(i) for i in index.ids()) == sorted(

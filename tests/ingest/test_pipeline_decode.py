@@ -42,7 +42,6 @@ async def index_with_loader(settings: Settings, loader: object) -> IndexReport:
             runtime,
             limits=services.limits,
             thumbnails=services.thumbnails,
-            exclude=services.settings.own_paths,
         )
         try:
             return await indexer.run()

@@ -14,6 +14,7 @@ from memesearch.web.app import create_app
 from memesearch.web.state import AppState
 from tests.conftest import write_config
 from tests.corpus import Corpus, make_corpus
+from tests.support import wait_idle
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Served:
 
     def wait_idle(self) -> None:
         """Block until background indexing has settled."""
-        self.client.portal.call(self.state.live.wait_idle)  # type: ignore[union-attr]
+        self.client.portal.call(wait_idle, self.state.live)  # type: ignore[union-attr]
 
 
 def app_settings(

@@ -20,7 +20,7 @@ from memesearch.testing import clustered_vectors
 from memesearch.web.app import create_app
 from memesearch.web.state import AppState
 from tests.corpus import Corpus, make_corpus
-from tests.support import store_vectors
+from tests.support import store_vectors, wait_idle
 from tests.web.conftest import app_settings
 
 SYNTHETIC = 1500  # enough for an inverted file; real images come on top
@@ -54,7 +54,7 @@ def settings(tmp_path: Path, tiny_model_dir: Path, library: Corpus) -> Settings:
 def settle(client: TestClient) -> AppState:
     """Wait for the background indexing pass and index rebuild; the app's state."""
     state: AppState = client.app_state["app"]
-    client.portal.call(state.live.wait_idle)  # type: ignore[union-attr]
+    client.portal.call(wait_idle, state.live)  # type: ignore[union-attr]
     client.portal.call(state.services.keeper.wait_rebuilt)  # type: ignore[union-attr]
     return state
 

@@ -6,16 +6,16 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Final
 
 from watchfiles import Change, awatch
 
+from memesearch.config import Settings
 from memesearch.errors import MemesearchError
-from memesearch.ingest.pipeline import IndexReport, Phase, Progress
-from memesearch.services import Services
+from memesearch.ingest.pipeline import Indexer, IndexReport, Phase, Progress
 
 log = logging.getLogger(__name__)
 # A watcher batch with more changed paths than this starts a pass over the whole library.
@@ -47,9 +47,17 @@ class LiveIndexer:
     """Serialises indexing passes; requests arriving during a pass fold into one more pass."""
 
     def __init__(
-        self, services: Services, *, on_report: Callable[[IndexReport], None] | None = None
+        self,
+        settings: Settings,
+        indexer: Indexer,
+        *,
+        maintain: Callable[[], Awaitable[None]],
+        on_report: Callable[[IndexReport], None] | None = None,
     ) -> None:
-        self._services = services
+        """`maintain` runs after every pass (index upkeep); `on_report` gets each pass's report."""
+        self._settings = settings
+        self._indexer = indexer
+        self._maintain = maintain
         self._on_report = on_report
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -64,7 +72,7 @@ class LiveIndexer:
         """Start the pass loop, the watcher and the rescan timer; schedule the first pass."""
         if self._tasks:
             return
-        cfg = self._services.settings.indexer
+        cfg = self._settings.indexer
         self._tasks.append(asyncio.create_task(self._loop(), name="live-indexer"))
         if cfg.watch:
             self._tasks.append(asyncio.create_task(self._watch(), name="library-watcher"))
@@ -86,11 +94,10 @@ class LiveIndexer:
             self._pending |= paths
         self._wake.set()
 
-    async def wait_idle(self) -> IndexingStatus:
-        """Wait until no pass is running or requested (tests and `--once` style callers)."""
-        while self._wake.is_set() or self.status.indexing:
-            await asyncio.sleep(0.02)
-        return self.status
+    @property
+    def idle(self) -> bool:
+        """Whether no pass is running and none has been asked for."""
+        return not self._wake.is_set() and not self.status.indexing
 
     async def stop(self) -> None:
         """Stop everything; a pass in progress stops between batches, its batches kept."""
@@ -103,7 +110,7 @@ class LiveIndexer:
 
     async def _watch(self) -> None:
         """Rescan shortly after anything relevant changes under the library folder."""
-        settings = self._services.settings
+        settings = self._settings
         root = settings.library.path
         while not self._stop.is_set():
             try:
@@ -129,8 +136,8 @@ class LiveIndexer:
                 self.request_rescan()  # whatever changed while nothing was watching
 
     def _relevant(self, change: Change, path: str) -> bool:
-        lib = self._services.settings.library
-        if any(path.startswith(str(own)) for own in self._services.settings.own_paths):
+        lib = self._settings.library
+        if any(path.startswith(str(own)) for own in self._settings.own_paths):
             return False  # our own thumbnails, uploads and database files
         relative = Path(path).relative_to(lib.path) if path.startswith(str(lib.path)) else None
         if relative is None or any(part.startswith(".") for part in relative.parts):
@@ -158,8 +165,7 @@ class LiveIndexer:
         error: str | None = None
         report: IndexReport | None = None
         try:
-            indexer = await self._services.indexer()
-            report = await indexer.run(progress=self._progress, paths=scope)
+            report = await self._indexer.run(progress=self._progress, paths=scope)
         except MemesearchError as exc:
             error = str(exc)
             log.error("indexing pass failed: %s", exc)
@@ -180,7 +186,7 @@ class LiveIndexer:
         if report is not None and self._on_report is not None:
             self._on_report(report)
         try:  # a kind switch, a retrain or a due save of the index
-            await self._services.keeper.maintain()
+            await self._maintain()
         except Exception:
             log.exception("index upkeep failed")
         if report is not None:
@@ -193,7 +199,7 @@ class LiveIndexer:
             else:
                 still = {path for path in self._deferred if not _within(path, scope or ())}
                 self._deferred = still | set(report.deferred)
-            settle = self._services.settings.indexer.settle_seconds
+            settle = self._settings.indexer.settle_seconds
             self._schedule_retry(settle + 1 if self._deferred else None)
 
     def _schedule_retry(self, delay: float | None) -> None:

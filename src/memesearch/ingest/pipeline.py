@@ -95,7 +95,10 @@ class IndexReport:
 
 
 class Indexer:
-    """Brings the store (and optionally a live index) in line with the library folder."""
+    """Brings the store (and optionally a live index) in line with the library folder.
+
+    Holds what every pass shares (settings, store, model, index); each `run` is one `_Pass`.
+    """
 
     def __init__(
         self,
@@ -106,23 +109,22 @@ class Indexer:
         limits: DecodeLimits,
         thumbnails: ThumbnailSpec | None = None,
         index: VectorIndex | None = None,
-        exclude: tuple[Path, ...] = (),
     ) -> None:
-        self._settings = settings
-        self._repo = repo
-        self._runtime = runtime
-        self._index = index
-        self._space = VectorSpace(runtime.info.model_id, runtime.info.dim)
+        self.settings = settings
+        self.repo = repo
+        self.runtime = runtime
+        self.index = index
+        self.space = VectorSpace(runtime.info.model_id, runtime.info.dim)
         lib = settings.library
-        self._root = lib.path
-        self._scan_options = ScanOptions(
+        self.root = lib.path
+        self.scan_options = ScanOptions(
             extensions=frozenset(lib.extensions),
             follow_symlinks=lib.follow_symlinks,
             include_hidden=lib.include_hidden,
-            exclude=exclude,
+            exclude=settings.own_paths,
         )
-        self._limits = limits
-        self._thumbnails = thumbnails
+        self.limits = limits
+        self.thumbnails = thumbnails
 
     async def run(
         self, progress: ProgressCallback | None = None, *, paths: Iterable[str] | None = None
@@ -133,144 +135,148 @@ class Indexer:
         found or gone: what a watcher reported. The result is what a full pass would do there,
         at a cost that does not grow with the library. Without it, the whole library.
         """
-        started = time.perf_counter()
-        notify = progress or (lambda _event: None)
         scope = None if paths is None else normalize_scope(paths)
         if scope is not None and len(scope) > MAX_SCOPE:
             scope = None  # so many changes that one walk is cheaper than path-by-path
-        report = IndexReport(scope=None if scope is None else len(scope))
-        scanned, rejected = await self._scan(report, scope)
-        notify(Progress(Phase.SCAN, len(scanned), len(scanned)))
-        stored = await asyncio.to_thread(self._repo.stored_files, space=self._space, under=scope)
-        diff = diff_scan(scanned, stored)
+        return await _Pass(self, scope, progress or (lambda _event: None)).run()
+
+    def path_of(self, info: FileInfo) -> Path:
+        """Where a scanned file is on disk."""
+        return self.root / info.path
+
+    async def apply_to_index(self, delta: IndexDelta) -> None:
+        """Bring the live index (if any) in line with a committed store write."""
+        if self.index is not None:
+            await asyncio.to_thread(self.index.apply, delta)
+
+
+class _Pass:
+    """One indexing pass: what it found and decided so far, and the steps that find it."""
+
+    def __init__(self, indexer: Indexer, scope: list[str] | None, notify: ProgressCallback) -> None:
+        self.ix = indexer
+        self.scope = scope
+        self.notify = notify
+        self.report = IndexReport(scope=None if scope is None else len(scope))
+        self.rejected: dict[str, str] = {}  # files refused for their names, with the reason
+        self.stored: dict[str, StoredFile] = {}
+        self.new_paths: set[str] = set()  # files to embed that the store has never seen
+
+    async def run(self) -> IndexReport:
+        started = time.perf_counter()
+        ix, report = self.ix, self.report
+        scanned = await self._scan()
+        self.notify(Progress(Phase.SCAN, len(scanned), len(scanned)))
+        self.stored = await asyncio.to_thread(
+            ix.repo.stored_files, space=ix.space, under=self.scope
+        )
+        diff = diff_scan(scanned, self.stored)
         report.unchanged, report.still_failing = diff.unchanged, diff.still_failing
-        # Skipping the hash pass needs a store empty as a whole, not just in the scope.
-        empty = not stored and scope is None
-        resolution = await self._resolve(diff, stored, notify, rejected, empty=empty)
-        await self._apply_reuse(resolution, diff, report)
-        new_paths = {info.path for info in resolution.to_embed if info.path not in stored}
-        await self._embed(resolution.to_embed, new_paths, report, notify)
-        await self._drop_orphan_thumbnails(diff, resolution, stored)
+        resolution = await self._resolve(diff)
+        await self._apply_reuse(resolution)
+        self.new_paths = {i.path for i in resolution.to_embed if i.path not in self.stored}
+        await self._embed(resolution.to_embed)
+        await self._drop_orphan_thumbnails(diff, resolution)
         report.seconds = time.perf_counter() - started
-        notify(Progress(Phase.DONE, report.scanned, report.scanned))
+        self.notify(Progress(Phase.DONE, report.scanned, report.scanned))
         return report
 
-    async def _scan(
-        self, report: IndexReport, scope: list[str] | None
-    ) -> tuple[dict[str, FileInfo], dict[str, str]]:
-        """Every file found (in the scope), and why those refused for their names were refused."""
-        if scope is None:
-            scan = await asyncio.to_thread(scan_library, self._root, self._scan_options)
+    async def _scan(self) -> dict[str, FileInfo]:
+        """Every file found (in the scope); those refused for their names land in `rejected`."""
+        ix = self.ix
+        if self.scope is None:
+            scan = await asyncio.to_thread(scan_library, ix.root, ix.scan_options)
         else:
-            scan = await asyncio.to_thread(scan_paths, self._root, self._scan_options, scope)
+            scan = await asyncio.to_thread(scan_paths, ix.root, ix.scan_options, self.scope)
         # A file refused for its name is a failed file like any other (listed, retried only
         # when it changes, gone once renamed), so it is diffed with the rest but never read.
-        rejected = {path: item.reason for path, item in scan.rejected.items()}
+        self.rejected = {path: item.reason for path, item in scan.rejected.items()}
         scanned = {**scan.files, **{path: item.info for path, item in scan.rejected.items()}}
-        report.scanned = len(scanned)
-        report.scan_problems = [problem for problem in scan.problems if problem[0] not in rejected]
-        return scanned, rejected
+        self.report.scanned = len(scanned)
+        self.report.scan_problems = [p for p in scan.problems if p[0] not in self.rejected]
+        return scanned
 
-    async def _resolve(
-        self,
-        diff: ScanDiff,
-        stored: dict[str, StoredFile],
-        notify: ProgressCallback,
-        rejected: dict[str, str],
-        *,
-        empty: bool,
-    ) -> Resolution:
-        hashes: dict[str, str] = {}
+    async def _resolve(self, diff: ScanDiff) -> Resolution:
+        """Hash what changed and decide per file: touch, reuse a vector, or embed."""
         unreadable = {
-            info.path: rejected[info.path] for info in diff.to_hash if info.path in rejected
+            i.path: self.rejected[i.path] for i in diff.to_hash if i.path in self.rejected
         }
-        to_hash = [info for info in diff.to_hash if info.path not in rejected]
+        to_hash = [info for info in diff.to_hash if info.path not in self.rejected]
         total = len(diff.to_hash)
-        if empty:
+        # Skipping the hash pass needs a store empty as a whole, not just in the scope.
+        if not self.stored and self.scope is None:
             # An empty store holds no content to reuse, so hashing first would only read every
             # file twice: the decode workers hash what they read anyway.
-            notify(Progress(Phase.HASH, total, total))
+            self.notify(Progress(Phase.HASH, total, total))
             failed = [
-                FailedFile(info=info, reason=unreadable[info.path])
-                for info in diff.to_hash
-                if info.path in unreadable
+                FailedFile(info=i, reason=unreadable[i.path])
+                for i in diff.to_hash
+                if i.path in unreadable
             ]
             return Resolution(to_embed=[*to_hash, *diff.stale], failed=failed)
-        workers = self._settings.indexer.worker_count()
+        ix = self.ix
+        hashes: dict[str, str] = {}
 
         def hash_one(info: FileInfo) -> asyncio.Future[str | JobFailure]:
-            return asyncio.ensure_future(asyncio.to_thread(hash_job, str(self._abs(info))))
+            return asyncio.ensure_future(asyncio.to_thread(hash_job, str(ix.path_of(info))))
 
+        workers = ix.settings.indexer.worker_count()
         async for info, outcome in bounded_map(hash_one, to_hash, limit=workers * 2):
             if isinstance(outcome, JobFailure):
                 if not outcome.vanished:
                     unreadable[info.path] = outcome.reason
             else:
                 hashes[info.path] = outcome
-            notify(Progress(Phase.HASH, len(hashes) + len(unreadable), total))
+            self.notify(Progress(Phase.HASH, len(hashes) + len(unreadable), total))
         donors = await asyncio.to_thread(
-            self._repo.donors_by_hash, hashes=hashes.values(), space=self._space
+            ix.repo.donors_by_hash, hashes=hashes.values(), space=ix.space
         )
-        return resolve_hashes(diff, stored, hashes, donors, unreadable)
+        return resolve_hashes(diff, self.stored, hashes, donors, unreadable)
 
-    async def _apply_reuse(
-        self, resolution: Resolution, diff: ScanDiff, report: IndexReport
-    ) -> None:
-        await asyncio.to_thread(self._repo.touch, files=resolution.touched)
+    async def _apply_reuse(self, resolution: Resolution) -> None:
+        """Touches, renames, copies, removals and refusals: everything that needs no model."""
+        ix, report = self.ix, self.report
+        await asyncio.to_thread(ix.repo.touch, files=resolution.touched)
         report.touched = len(resolution.touched)
         if resolution.reuses or resolution.removals:
             delta = await asyncio.to_thread(
-                self._repo.apply_reuse,
+                ix.repo.apply_reuse,
                 reuses=resolution.reuses,
                 removals=resolution.removals,
-                space=self._space,
+                space=ix.space,
             )
-            await self._update_index(delta)
+            await ix.apply_to_index(delta)
         report.renamed = sum(reuse.move for reuse in resolution.reuses)
         report.copied = len(resolution.reuses) - report.renamed
         report.removed = len(resolution.removals)
         if resolution.failed:
-            await self._store_batch([], resolution.failed, report)
+            await self._store([], resolution.failed)
 
-    async def _embed(
-        self,
-        files: list[FileInfo],
-        new_paths: set[str],
-        report: IndexReport,
-        notify: ProgressCallback,
-    ) -> None:
+    async def _embed(self, files: list[FileInfo]) -> None:
         if not files:
             return
+        runtime = self.ix.runtime
         # The weights load while the workers decode, with the preprocessing the config predicts.
-        loading = asyncio.ensure_future(self._runtime.batcher())
+        loading = asyncio.ensure_future(runtime.batcher())
         try:
-            spec = self._runtime.info.preprocess or (await loading).embedder.preprocess
-            if not await self._decode_and_embed(files, spec, loading, new_paths, report, notify):
-                log.warning("%s preprocesses unlike its config says", self._runtime.info.spec)
+            spec = runtime.info.preprocess or (await loading).embedder.preprocess
+            if not await self._decode_and_embed(files, spec, loading):
+                log.warning("%s preprocesses unlike its config says", runtime.info.spec)
                 spec = (await loading).embedder.preprocess
-                await self._decode_and_embed(files, spec, loading, new_paths, report, notify)
+                await self._decode_and_embed(files, spec, loading)
         finally:
             loading.cancel()  # a no-op unless this run failed while the model was loading
 
     async def _decode_and_embed(
-        self,
-        files: list[FileInfo],
-        spec: PreprocessSpec,
-        loading: asyncio.Future[MicroBatcher],
-        new_paths: set[str],
-        report: IndexReport,
-        notify: ProgressCallback,
+        self, files: list[FileInfo], spec: PreprocessSpec, loading: asyncio.Future[MicroBatcher]
     ) -> bool:
         """Decode in the pool while decoded batches are embedded; False: the spec was wrong."""
-        queue: asyncio.Queue[_Batch | None]
-        queue = asyncio.Queue(maxsize=self._settings.indexer.prefetch_batches)
-        workers = self._settings.indexer.worker_count()
+        cfg = self.ix.settings.indexer
+        queue: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=cfg.prefetch_batches)
         try:
-            async with DecodePool(workers) as pool, asyncio.TaskGroup() as group:
+            async with DecodePool(cfg.worker_count()) as pool, asyncio.TaskGroup() as group:
                 group.create_task(self._produce(pool, files, spec, queue))
-                group.create_task(
-                    self._consume(queue, spec, loading, len(files), new_paths, report, notify)
-                )
+                group.create_task(self._consume(queue, spec, loading, len(files)))
         except BaseExceptionGroup as errors:
             if errors.subgroup(_SpecMismatch) is not None:
                 return False
@@ -287,11 +293,12 @@ class Indexer:
         spec: PreprocessSpec,
         queue: asyncio.Queue[_Batch | None],
     ) -> None:
-        batch_size = self._settings.model.batch_size
+        ix = self.ix
+        batch_size = ix.settings.model.batch_size
         batch: _Batch = []
 
         def decode(info: FileInfo) -> asyncio.Future[PreparedImage | JobFailure]:
-            job = pool.prepare(self._abs(info), spec, self._limits, self._thumbnails)
+            job = pool.prepare(ix.path_of(info), spec, ix.limits, ix.thumbnails)
             return asyncio.ensure_future(job)
 
         limit = pool.workers * 2 + batch_size
@@ -310,49 +317,51 @@ class Indexer:
         spec: PreprocessSpec,
         loading: asyncio.Future[MicroBatcher],
         total: int,
-        new_paths: set[str],
-        report: IndexReport,
-        notify: ProgressCallback,
     ) -> None:
         # While the weights load, batches are taken off the queue so that the workers go on.
         height, width = spec.size
-        limit = _HOLD_BYTES // (height * width * 3 * self._settings.model.batch_size)
+        limit = _HOLD_BYTES // (height * width * 3 * self.ix.settings.model.batch_size)
         held = await hold_until(loading, queue, limit=limit)
         if (await loading).embedder.preprocess != spec:
             raise _SpecMismatch  # nothing is stored yet: decode again with the model's own spec
         done = 0
         while (batch := held.popleft() if held else await queue.get()) is not None:
-            report.decoded += len(batch)
-            await self._embed_and_store(batch, new_paths, report)
+            self.report.decoded += len(batch)
+            good, failed = self._sort(batch)
+            await self._store(await self._embedded(good), failed)
             done += len(batch)
-            notify(Progress(Phase.EMBED, done, total))
+            self.notify(Progress(Phase.EMBED, done, total))
 
-    async def _embed_and_store(
-        self,
-        batch: list[tuple[FileInfo, PreparedImage | JobFailure]],
-        new_paths: set[str],
-        report: IndexReport,
-    ) -> None:
-        good = [(info, out) for info, out in batch if isinstance(out, PreparedImage)]
-        for info, prepared in good:
-            if prepared.thumbnail_error:
-                log.warning("no thumbnail for %s: %s", info.path, prepared.thumbnail_error)
-        failed = []
-        fresh_after = time.time_ns() - int(self._settings.indexer.settle_seconds * 1e9)
-        for info, out in batch:
-            if not isinstance(out, JobFailure) or out.vanished:
-                continue
-            if info.mtime_ns > fresh_after:
-                report.deferred.append(info.path)  # a copy in progress: retried, not failed
+    def _sort(self, batch: _Batch) -> tuple[list[tuple[FileInfo, PreparedImage]], list[FailedFile]]:
+        """Decoded files, and those that failed; a file still being written is deferred."""
+        good: list[tuple[FileInfo, PreparedImage]] = []
+        failed: list[FailedFile] = []
+        fresh_after = time.time_ns() - int(self.ix.settings.indexer.settle_seconds * 1e9)
+        for info, outcome in batch:
+            if isinstance(outcome, PreparedImage):
+                if outcome.thumbnail_error:
+                    log.warning("no thumbnail for %s: %s", info.path, outcome.thumbnail_error)
+                good.append((info, outcome))
+            elif outcome.vanished:
+                continue  # gone since the scan: the next scan settles it
+            elif info.mtime_ns > fresh_after:
+                self.report.deferred.append(info.path)  # a copy in progress: retried, not failed
             else:
-                failed.append(FailedFile(info=info, reason=out.reason))
-        vectors = np.zeros((0, self._space.dim), np.float32)
-        if good:
-            batcher = await self._runtime.batcher()
-            pixels = np.stack([prepared.pixels for _, prepared in good])
-            vectors = await batcher.embed_images(pixels, priority=Priority.INDEX)
-            report.embedded += len(good)
-        embedded = [
+                failed.append(FailedFile(info=info, reason=outcome.reason))
+        return good, failed
+
+    async def _embedded(self, good: list[tuple[FileInfo, PreparedImage]]) -> list[EmbeddedFile]:
+        """Run the model over decoded files; count each as added or updated."""
+        if not good:
+            return []
+        batcher = await self.ix.runtime.batcher()
+        pixels = np.stack([prepared.pixels for _, prepared in good])
+        vectors = await batcher.embed_images(pixels, priority=Priority.INDEX)
+        self.report.embedded += len(good)
+        added = sum(info.path in self.new_paths for info, _ in good)
+        self.report.added += added
+        self.report.updated += len(good) - added
+        return [
             EmbeddedFile(
                 info=info,
                 content_hash=prepared.content_hash,
@@ -363,42 +372,25 @@ class Indexer:
             )
             for (info, prepared), vector in zip(good, vectors, strict=True)
         ]
-        for item in embedded:
-            if item.info.path in new_paths:
-                report.added += 1
-            else:
-                report.updated += 1
-        await self._store_batch(embedded, failed, report)
 
-    async def _store_batch(
-        self, embedded: list[EmbeddedFile], failed: list[FailedFile], report: IndexReport
-    ) -> None:
+    async def _store(self, embedded: list[EmbeddedFile], failed: list[FailedFile]) -> None:
+        ix = self.ix
         delta = await asyncio.to_thread(
-            self._repo.write_batch, embedded=embedded, failed=failed, space=self._space
+            ix.repo.write_batch, embedded=embedded, failed=failed, space=ix.space
         )
-        report.failed.extend((item.info.path, item.reason) for item in failed)
-        await self._update_index(delta)
+        self.report.failed.extend((item.info.path, item.reason) for item in failed)
+        await ix.apply_to_index(delta)
 
-    async def _drop_orphan_thumbnails(
-        self, diff: ScanDiff, resolution: Resolution, stored: dict[str, StoredFile]
-    ) -> None:
+    async def _drop_orphan_thumbnails(self, diff: ScanDiff, resolution: Resolution) -> None:
         """Delete thumbnails of content no file has any more (deleted or edited files)."""
-        if self._thumbnails is None:
+        spec, stored = self.ix.thumbnails, self.stored
+        if spec is None:
             return
         left = {diff.missing[i].content_hash for i in resolution.removals}
         left |= {stored[info.path].content_hash for info in diff.to_hash if info.path in stored}
         candidates = {h for h in left if h}
         if not candidates:
             return
-        in_use = await asyncio.to_thread(self._repo.hashes_in_use, hashes=candidates)
-        spec = self._thumbnails
+        in_use = await asyncio.to_thread(self.ix.repo.hashes_in_use, hashes=candidates)
         for content_hash in candidates - in_use:
             await asyncio.to_thread(spec.path_for(content_hash).unlink, missing_ok=True)
-
-    async def _update_index(self, delta: IndexDelta) -> None:
-        if self._index is None:
-            return
-        await asyncio.to_thread(self._index.apply, delta)
-
-    def _abs(self, info: FileInfo) -> Path:
-        return self._root / info.path

@@ -38,7 +38,12 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
             batcher = await services.runtime.batcher()  # load the model before answering
             index = await services.index()
             await services.keeper.maintain()  # e.g. train an approximate index in the background
-            live = LiveIndexer(services, on_report=metrics.observe_report)
+            live = LiveIndexer(
+                settings,
+                services.indexer(),
+                maintain=services.keeper.maintain,
+                on_report=metrics.observe_report,
+            )
             metrics.bind(
                 index_size=lambda: len(index),
                 queue_depth=lambda: batcher.pending,
