@@ -6,14 +6,17 @@ import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import faiss
 import numpy as np
 from sqlalchemy import select
 
 from memesearch.config import Settings
 from memesearch.db.models import ImageFile, Vector
 from memesearch.db.repo import Repository
-from memesearch.embed.model import EmbedStats
+from memesearch.embed.batcher import Kind, Priority
+from memesearch.index import VectorIndex
 from memesearch.ingest.live import IndexingStatus, LiveIndexer
 from memesearch.ingest.pipeline import IndexReport
 from memesearch.records import EmbeddedFile, FileInfo, IndexDelta, VectorSpace
@@ -22,18 +25,49 @@ from memesearch.services import open_services
 
 @dataclass
 class IndexRun:
-    """A report plus what the model did (None: the model was never even loaded)."""
+    """A report plus what the model did."""
 
     report: IndexReport
-    model_stats: EmbedStats | None
+    images_embedded: int | None  # None: the model was never even loaded
 
 
 async def index_once(settings: Settings, paths: Iterable[str] | None = None) -> IndexRun:
     """One indexing run, as `memesearch index` does it; with `paths`, as the watcher does."""
-    async with open_services(settings) as services:
+    images = 0
+
+    def count(kind: Kind, _priority: Priority, size: int, _seconds: float) -> None:
+        nonlocal images
+        images += size if kind is Kind.IMAGE else 0
+
+    async with open_services(settings, observer=count) as services:
         report = await services.indexer().run(paths=paths)
-        embedder = services.runtime.embedder
-        return IndexRun(report, None if embedder is None else embedder.stats)
+        loaded = services.runtime.embedder is not None
+        return IndexRun(report, images if loaded else None)
+
+
+def index_ids(index: VectorIndex) -> np.ndarray:
+    """Every id in the index, read from a serialised copy (the index offers no listing)."""
+    writer = faiss.VectorIOWriter()
+    index.write(writer, lambda _state: None)
+    # Already of its concrete type; a downcast of a temporary would free what it points into.
+    copy: Any = faiss.deserialize_index(faiss.vector_to_array(writer.data))
+    if isinstance(copy, faiss.IndexIVF):
+        lists = copy.invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(copy.nlist)
+            if lists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
+    return faiss.vector_to_array(copy.id_map).astype(np.int64)
+
+
+def remove_ids(index: VectorIndex, ids: Iterable[int]) -> int:
+    """Remove ids as a store write does (as the next generation); how many were there."""
+    before = len(index)
+    following = 0 if index.generation is None else index.generation + 1
+    index.apply(IndexDelta(removed=[int(i) for i in ids], added=[], generation=following))
+    return before - len(index)
 
 
 async def wait_idle(live: LiveIndexer) -> IndexingStatus:

@@ -18,7 +18,7 @@ from memesearch.embed.model import ModelInfo, describe_model
 from memesearch.embed.runtime import ModelRuntime
 from memesearch.images.decode import DecodeLimits
 from memesearch.images.thumbnails import ThumbnailSpec
-from memesearch.index import VectorIndex
+from memesearch.index import VectorIndex, configure_faiss
 from memesearch.index.keeper import IndexKeeper
 from memesearch.ingest.pipeline import Indexer
 from memesearch.records import VectorSpace
@@ -84,6 +84,7 @@ async def open_services(
     settings: Settings, *, observer: BatchObserver | None = None
 ) -> AsyncIterator[Services]:
     """Open the store (upgrading its schema) and describe the model; close all on exit."""
+    configure_faiss()
     engine = create_store_engine(settings.database.url)
     try:
         await asyncio.to_thread(upgrade_schema, engine)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from memesearch.embed.batcher import MicroBatcher, Priority
-from memesearch.embed.model import EmbedStats, ModelInfo
+from memesearch.embed.model import ModelInfo
 from memesearch.errors import ModelNotReady
 from memesearch.images.decode import PreprocessSpec
 
@@ -24,7 +24,6 @@ class RecordingEmbedder:
         self.info = ModelInfo(spec="fake", model_id="fake", dim=DIM)
         self.preprocess = PreprocessSpec(size=(2, 2))
         self.device = "cpu"
-        self.stats = EmbedStats()
         self.calls: list[tuple[str, list[object]]] = []
         self.gate = threading.Event()
         self.gate.set()

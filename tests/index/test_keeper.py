@@ -22,7 +22,7 @@ from memesearch.index.persist import read_stamp
 from memesearch.records import VectorSpace
 from memesearch.testing import clustered_vectors
 from tests.index.test_persist import with_stamp
-from tests.support import store_vectors
+from tests.support import index_ids, store_vectors
 
 SPACE = VectorSpace("synthetic-model", 32)
 POOL = np.concatenate(list(clustered_vectors(4000, 32, clusters=100, seed=5)))  # 3000 stored
@@ -119,7 +119,7 @@ async def trained(keeper: IndexKeeper) -> VectorIndex:
 
 
 def assert_matches_store(index: VectorIndex, repo: Repository) -> None:
-    assert sorted(index.ids().tolist()) == store_ids(repo)
+    assert sorted(index_ids(index).tolist()) == store_ids(repo)
     assert index.generation == repo.generation()
 
 
@@ -265,7 +265,7 @@ async def test_auto_serves_exact_results_then_switches_to_ivf_in_the_background(
     assert index.kind is IndexKind.IVF and kept.status().rebuilding is None
     assert_matches_store(index, repo)
     assert first_hits(index, POOL[3000 : 3000 + len(added)]) == added
-    assert len(index) == 3000 and not set(ids[: len(added)]) & set(index.ids().tolist())
+    assert len(index) == 3000 and not set(ids[: len(added)]) & set(index_ids(index).tolist())
     stamp = read_stamp(saved)
     assert stamp is not None and stamp.kind == "ivf"
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
-from memesearch.index import IndexKind, VectorIndex, build_index, new_flat
+from memesearch.index import IndexKind, VectorIndex, configure_faiss, new_flat, vector_index
 from memesearch.index.ivf import lists_for, train_ivf, training_size
 from memesearch.records import IndexDelta
 from memesearch.testing import clustered_vectors
+from tests.support import index_ids, remove_ids
 
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
@@ -23,7 +27,9 @@ def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 def test_search_matches_numpy_brute_force() -> None:
     rng = np.random.default_rng(0)
     vectors, ids = unit(rng, 500, 48), np.arange(1000, 1500)
-    index = build_index([(ids[:200], vectors[:200]), (ids[200:], vectors[200:])], 48)
+    index = VectorIndex(48)
+    for part in (slice(0, 200), slice(200, None)):
+        index.add(ids[part], vectors[part])
     queries = unit(rng, 4, 48)
     scores, found = index.search(queries, 10)
     expected = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
@@ -38,8 +44,8 @@ def test_remove_and_re_add_in_place() -> None:
     vectors = unit(rng, 10, 8)
     index = VectorIndex(8)
     index.add(list(range(10)), vectors)
-    assert index.remove([3, 4, 99]) == 2
-    assert len(index) == 8 and 3 not in index.ids()
+    assert remove_ids(index, [3, 4, 99]) == 2
+    assert len(index) == 8 and 3 not in index_ids(index)
     _, found = index.search(vectors[3], 10)
     assert 3 not in found[0] and (found[0][8:] == -1).all() if found.shape[1] > 8 else True
     index.add([3], vectors[3:4])
@@ -116,8 +122,8 @@ def test_ivf_add_and_remove_in_place() -> None:
     vectors, ids = clustered(3000), np.arange(3000)
     index = ivf_index(vectors, ids)
     gone = ids[::10]
-    assert index.remove(gone) == len(gone)
-    assert len(index) == 2700 and not set(gone) & set(index.ids().tolist())
+    assert remove_ids(index, gone) == len(gone)
+    assert len(index) == 2700 and not set(gone) & set(index_ids(index).tolist())
     _, found = index.search(vectors[gone], 50)
     assert not set(found.ravel().tolist()) & set(gone.tolist())
     kept = ids[1::10]
@@ -156,13 +162,13 @@ def delta(generation: int, *, removed: Sequence[int] = (), added: Sequence[int] 
 def test_apply_tracks_the_store_generation_only_while_contiguous() -> None:
     index = VectorIndex(8, generation=5)
     index.apply(delta(6, added=[1, 2]))
-    assert index.generation == 6 and sorted(index.ids().tolist()) == [1, 2]
+    assert index.generation == 6 and sorted(index_ids(index).tolist()) == [1, 2]
     index.apply(delta(6, removed=[1]))  # a write the index already reflects: left alone
     assert index.generation == 6 and len(index) == 2
     index.apply(delta(8, added=[3]))  # generation 7 was never applied
-    assert index.generation is None and sorted(index.ids().tolist()) == [1, 2, 3]
+    assert index.generation is None and sorted(index_ids(index).tolist()) == [1, 2, 3]
     index.apply(delta(9, removed=[2]))
-    assert index.generation is None and sorted(index.ids().tolist()) == [1, 3]
+    assert index.generation is None and sorted(index_ids(index).tolist()) == [1, 3]
 
 
 def test_a_rebuild_replays_the_writes_that_came_after_its_snapshot() -> None:
@@ -178,9 +184,9 @@ def test_a_rebuild_replays_the_writes_that_came_after_its_snapshot() -> None:
     rebuilt.add_with_ids(np.stack([vector_of(i) for i in kept]), np.array(kept, np.int64))
     live.apply(delta(14, added=[20]))  # after the snapshot: must be replayed
     live.apply(delta(15, removed=[1]))
-    assert 3 not in live.ids() and 20 in live.ids()  # the old index serves meanwhile
+    assert 3 not in index_ids(live) and 20 in index_ids(live)  # the old index serves meanwhile
     live.finish_rebuild(rebuilt, snapshot=snapshot, trained_for=7)
-    assert sorted(live.ids().tolist()) == [0, 2, 4, 5, 6, 7, 8, 9, 20]
+    assert sorted(index_ids(live).tolist()) == [0, 2, 4, 5, 6, 7, 8, 9, 20]
     assert live.generation == 15 and live.trained_for == 7
     _, found = live.search(vector_of(20), 1)
     assert found[0, 0] == 20
@@ -195,9 +201,9 @@ def test_writes_in_the_snapshot_that_are_applied_after_the_swap_change_nothing()
     live.finish_rebuild(rebuilt, snapshot=3)
     live.apply(delta(2, added=[5, 6]))
     live.apply(delta(3, removed=[6]))
-    assert live.generation == 3 and live.ids().tolist() == [5]
+    assert live.generation == 3 and index_ids(live).tolist() == [5]
     live.apply(delta(4, added=[7]))
-    assert live.generation == 4 and sorted(live.ids().tolist()) == [5, 7]
+    assert live.generation == 4 and sorted(index_ids(live).tolist()) == [5, 7]
 
 
 def test_a_gap_in_the_journal_leaves_the_generation_unknown() -> None:
@@ -205,7 +211,7 @@ def test_a_gap_in_the_journal_leaves_the_generation_unknown() -> None:
     live.begin_rebuild()
     live.apply(delta(3, added=[5]))  # generation 2 committed but is not applied yet
     live.finish_rebuild(new_flat(8), snapshot=1)
-    assert live.generation is None and live.ids().tolist() == [5]
+    assert live.generation is None and index_ids(live).tolist() == [5]
 
 
 def test_an_aborted_rebuild_stops_journalling() -> None:
@@ -293,4 +299,55 @@ def test_searches_stay_consistent_while_writes_and_a_rebuild_run() -> None:
         pool.submit(writer).result(timeout=120)
         assert all(future.result(timeout=120) > 1 for future in searches)
     assert index.kind is IndexKind.IVF and index.generation == store.generation == 250
-    assert sorted(index.ids().tolist()) == sorted(store.rows) and len(index) == 3000
+    assert sorted(index_ids(index).tolist()) == sorted(store.rows) and len(index) == 3000
+
+
+def test_faiss_settings_are_made_once_at_start_not_by_each_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(faiss.cvar, "distance_compute_blas_threshold", 20)
+    VectorIndex(8)
+    assert faiss.cvar.distance_compute_blas_threshold == 20  # building an index changes nothing
+    configure_faiss()
+    assert faiss.cvar.distance_compute_blas_threshold == 1
+
+
+def test_concurrent_searches_build_one_gpu_replica(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Searches share the read lock; the replica after a write must be built once, not per search.
+
+    No GPU here: the replica is a real CPU copy made by a stand-in for `index_cpu_to_gpu`, slowed
+    so that every search arrives while it is being built.
+    """
+    built: list[int] = []
+    started = threading.Event()
+
+    def copy_to_gpu(_resources: object, _device: int, index: object) -> object:
+        built.append(1)
+        started.set()
+        time.sleep(0.2)  # widens the window a second build would use; asserts nothing on time
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(vector_index, "faiss_has_gpu", lambda: True)
+    monkeypatch.setattr(faiss, "StandardGpuResources", object, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_gpu", copy_to_gpu, raising=False)
+    rng = np.random.default_rng(3)
+    vectors = unit(rng, 50, 8)
+    index = VectorIndex(8, use_gpu=True)
+    index.add(list(range(50)), vectors)
+    results: list[np.ndarray] = []
+    barrier = threading.Barrier(6)
+
+    def search(row: int) -> None:
+        barrier.wait(timeout=5)
+        results.append(index.search(vectors[row], 1)[1][0])
+
+    threads = [threading.Thread(target=search, args=(row,)) for row in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=10)
+    assert started.is_set() and len(built) == 1
+    assert sorted(int(found[0]) for found in results) == list(range(6))
+    index.add([50], unit(rng, 1, 8))  # a write drops the replica: the next search rebuilds it
+    index.search(vectors[0], 1)
+    assert len(built) == 2

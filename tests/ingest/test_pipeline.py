@@ -16,7 +16,7 @@ from memesearch.search.query import ImageTerm
 from memesearch.services import open_services
 from tests.conftest import write_config
 from tests.corpus import make_corpus, write_image
-from tests.support import index_once, stored_rows
+from tests.support import index_ids, index_once, stored_rows
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ async def test_unchanged_library_costs_no_decoding_no_model_load_and_no_write(
 ) -> None:
     first = await index_once(settings)
     assert first.report.added == len(small_corpus)
-    assert first.model_stats is not None and first.model_stats.images == len(small_corpus)
+    assert first.images_embedded == len(small_corpus)
     database = Path(str(make_url(settings.database.url).database))
     stored = database.read_bytes()
 
@@ -42,7 +42,7 @@ async def test_unchanged_library_costs_no_decoding_no_model_load_and_no_write(
     assert database.read_bytes() == stored  # nothing written, not even a timestamp
     assert second.report.decoded == 0
     assert second.report.embedded == 0
-    assert second.model_stats is None  # weights were never loaded
+    assert second.images_embedded is None  # weights were never loaded
     assert second.report.unchanged == first.report.scanned
     assert not second.report.changed
 
@@ -68,7 +68,7 @@ async def test_add_modify_rename_copy_touch_delete_apply_exactly(
     assert (report.added, report.updated, report.renamed, report.copied) == (1, 1, 1, 1)
     assert (report.touched, report.removed, report.failed) == (1, 1, [])
     assert report.decoded == report.embedded == 2  # only the new and the modified file
-    assert run.model_stats is not None and run.model_stats.images == 2
+    assert run.images_embedded == 2
 
     after, after_vectors = await stored_rows(settings)
     assert renamed_from not in after and small_corpus[4] not in after
@@ -240,7 +240,7 @@ async def test_a_live_index_is_updated_in_place_without_a_rebuild(
         await services.indexer().run()
         assert await services.index() is index  # the same object, changed in place
         files, _ = await stored_rows(settings)
-        assert sorted(int(i) for i in index.ids()) == sorted(
+        assert sorted(int(i) for i in index_ids(index)) == sorted(
             row.id for row in files.values() if row.state is FileState.OK
         )
         page = await search.search([ImageTerm((library / "fresh.png").read_bytes())], k=10)

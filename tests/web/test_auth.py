@@ -13,6 +13,7 @@ from fastapi.routing import APIRoute
 from starlette.routing import BaseRoute, Mount
 
 from memesearch.config import AuthSettings
+from memesearch.web.access import Access, RouteRule
 from memesearch.web.auth import document_access
 from memesearch.web.schemas import ErrorResponse
 from tests.web.conftest import Served, served_app
@@ -272,7 +273,9 @@ def test_openapi_claims_no_credentials_when_auth_is_off_and_403_where_read_only_
 
 def test_documented_refusals_bring_their_error_body_along() -> None:
     settings = AuthSettings(mode="token", token=TOKEN, read_only=True)
-    schema = document_access({"paths": {"/api/reindex": {"post": {"responses": {}}}}}, settings)
+    reindex = RouteRule("/api/reindex", frozenset({"POST"}), Access.WRITE)
+    paths = {"/api/reindex": {"post": {"responses": {}}}}
+    schema = document_access({"paths": paths}, [reindex], settings)
     schemas = schema["components"]["schemas"]
     assert schemas["ErrorResponse"]["properties"]["detail"]  # a valid $ref without /api routes
     assert "ValidationIssue" in schemas

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,32 +37,12 @@ class ModelInfo:
     preprocess: PreprocessSpec | None = None
 
 
-@dataclass(slots=True)
-class EmbedStats:
-    """Forward passes run so far; tests and metrics read these."""
-
-    image_batches: int = 0
-    images: int = 0
-    text_batches: int = 0
-    texts: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, *, images: int = 0, texts: int = 0) -> None:
-        """Count one forward pass."""
-        with self.lock:
-            self.image_batches += images > 0
-            self.images += images
-            self.text_batches += texts > 0
-            self.texts += texts
-
-
 class Embedder(Protocol):
     """Turns images and texts into L2-normalised float32 vectors of one space."""
 
     info: ModelInfo
     preprocess: PreprocessSpec
     device: str
-    stats: EmbedStats
 
     def embed_images(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 [n, h, w, 3] at `preprocess.size` → float32 [n, dim]."""
@@ -157,12 +136,12 @@ class OpenClipEmbedder:
         self.info = info
         self.device = resolve_device(settings.device)
         self._dtype = _resolve_dtype(settings.precision, self.device)
-        self.stats = EmbedStats()
         try:
+            # Weights in low precision on a GPU; autocast keeps the numerically touchy ops in fp32.
             model, _, _ = open_clip.create_model_and_transforms(
                 info.spec,
                 device=self.device,
-                precision=_open_clip_precision(self._dtype),
+                precision=self._dtype,
                 cache_dir=str(settings.cache_dir) if settings.cache_dir else None,
             )
             self._tokenizer = open_clip.get_tokenizer(info.spec, cache_dir=settings.cache_dir)
@@ -186,7 +165,6 @@ class OpenClipEmbedder:
             batch = torch.from_numpy(pixels).to(self.device).permute(0, 3, 1, 2).float()
             batch = (batch / 255.0 - self._mean) / self._std
             features = self._model.encode_image(batch, normalize=True)
-        self.stats.record(images=len(pixels))
         return self._to_numpy(features)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
@@ -196,7 +174,6 @@ class OpenClipEmbedder:
         with torch.inference_mode(), self._autocast():
             tokens = self._tokenizer(list(texts)).to(self.device)
             features = self._model.encode_text(tokens, normalize=True)
-        self.stats.record(texts=len(texts))
         return self._to_numpy(features)
 
     def _autocast(self) -> AbstractContextManager[Any]:
@@ -241,11 +218,6 @@ def _resolve_dtype(precision: str, device: str) -> str:
     if precision == "fp16" and not on_gpu:
         raise ModelLoadError("[model] precision fp16 needs a CUDA device; use fp32 on CPU")
     return precision
-
-
-def _open_clip_precision(dtype: str) -> str:
-    # Weights in low precision on the GPU; autocast keeps the numerically touchy ops in fp32.
-    return {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16"}[dtype]
 
 
 def load_embedder(settings: ModelSettings, info: ModelInfo | None = None) -> OpenClipEmbedder:

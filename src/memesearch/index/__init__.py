@@ -3,9 +3,9 @@
 from memesearch.index.vector_index import (
     IndexKind,
     VectorIndex,
-    build_index,
+    configure_faiss,
     faiss_has_gpu,
     new_flat,
 )
 
-__all__ = ["IndexKind", "VectorIndex", "build_index", "faiss_has_gpu", "new_flat"]
+__all__ = ["IndexKind", "VectorIndex", "configure_faiss", "faiss_has_gpu", "new_flat"]

@@ -10,6 +10,7 @@ journalled and replayed onto the new index before the swap.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -57,7 +58,7 @@ class VectorIndex:
     """Top-k inner-product search with in-place add/remove; safe to share between threads.
 
     Searches share a read lock; add, remove and swaps take the write lock. With faiss-gpu and a
-    GPU, exact searches run on a GPU replica, refreshed lazily after writes.
+    GPU, exact searches run on a GPU replica, rebuilt by the first search after a write.
     """
 
     def __init__(
@@ -70,7 +71,6 @@ class VectorIndex:
         generation: int | None = None,
         trained_for: int = 0,
     ) -> None:
-        _use_blas_for_every_batch()
         self.dim = dim
         self._index = new_flat(dim) if index is None else index
         if self._index.d != dim:
@@ -79,7 +79,8 @@ class VectorIndex:
         self._lock = ReadWriteLock()
         self._use_gpu = use_gpu and faiss_has_gpu()
         self._gpu_resources: Any = None
-        self._gpu: Any = None
+        self._gpu: Any = None  # the GPU replica, dropped by every write (under the write lock)
+        self._gpu_lock = threading.Lock()  # searches share the read lock: one builds the replica
         self._journal: list[IndexDelta] | None = None
         self.generation = generation  # store generation this reflects; None: unknown (stale)
         self.trained_for = trained_for  # library size an IVF index was trained for
@@ -116,14 +117,6 @@ class VectorIndex:
         with self._lock.write():
             self._add(self._index, ids, vectors)
             self._gpu = None
-
-    def remove(self, ids: Iterable[int]) -> int:
-        """Remove ids (unknown ones are ignored); returns how many were removed."""
-        with self._lock.write():
-            removed = _remove(self._index, ids)
-            if removed:
-                self._gpu = None
-            return removed
 
     def apply(self, delta: IndexDelta) -> None:
         """Apply what one store write changed, and advance to the generation it committed.
@@ -192,11 +185,6 @@ class VectorIndex:
             scores, ids = self._index.search(matrix, k, params=params)
         return scores, ids
 
-    def ids(self) -> np.ndarray:
-        """Every id in the index."""
-        with self._lock.read():
-            return _all_ids(self._index)
-
     def sample(self, count: int, *, seed: int = 0) -> np.ndarray:
         """Up to `count` stored vectors picked at random (float32), e.g. to train k-means on."""
         with self._lock.read():
@@ -238,13 +226,15 @@ class VectorIndex:
         return params
 
     def _searcher(self) -> Any:
+        """The index exact searches run on: the GPU replica when there is a GPU (read lock held)."""
         if not self._use_gpu:
             return self._index
-        if self._gpu is None:
-            if self._gpu_resources is None:
-                self._gpu_resources = faiss.StandardGpuResources()
-            self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
-        return self._gpu
+        with self._gpu_lock:
+            if self._gpu is None:
+                if self._gpu_resources is None:
+                    self._gpu_resources = faiss.StandardGpuResources()
+                self._gpu = faiss.index_cpu_to_gpu(self._gpu_resources, 0, self._index)
+            return self._gpu
 
     def _apply_to(self, index: Any, delta: IndexDelta) -> None:
         _remove(index, delta.removed)
@@ -270,23 +260,10 @@ class VectorIndex:
         return matrix
 
 
-def build_index(
-    batches: Iterable[tuple[np.ndarray, np.ndarray]],
-    dim: int,
-    *,
-    use_gpu: bool = False,
-    index: Any = None,
-) -> VectorIndex:
-    """Fill `index` (default: a new flat one) from (ids, vectors) batches, e.g. of the store."""
-    target = VectorIndex(dim, index=index, use_gpu=use_gpu)
-    for ids, vectors in batches:
-        target.add(ids, vectors)
-    log.info("index built: %d vectors of dimension %d (%s)", len(target), dim, target.kind)
-    return target
+def configure_faiss() -> None:
+    """Process-wide FAISS settings; called once at start (`open_services`).
 
-
-def _use_blas_for_every_batch() -> None:
-    """Score every batch of queries with one matrix product (BLAS), even a batch of one.
+    Scores every batch of queries with one matrix product (BLAS), even a batch of one.
 
     FAISS scans the vectors once per query below `distance_compute_blas_threshold` (20) queries.
     Concurrent searches arrive here in batches of a few: with BLAS, 16 queries over 300k
@@ -305,19 +282,6 @@ def _remove(index: Any, ids: Iterable[int]) -> int:
     if ids_array.size == 0 or index.ntotal == 0:
         return 0
     return int(index.remove_ids(faiss.IDSelectorBatch(ids_array)))
-
-
-def _all_ids(index: Any) -> np.ndarray:
-    concrete: Any = faiss.downcast_index(index)
-    if is_ivf(concrete):
-        lists = concrete.invlists
-        parts = [
-            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-            for i in range(concrete.nlist)
-            if lists.list_size(i)
-        ]
-        return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
-    return faiss.vector_to_array(concrete.id_map).astype(np.int64)
 
 
 def _vectors_at(index: Any, rows: np.ndarray, dim: int) -> np.ndarray:

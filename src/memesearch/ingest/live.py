@@ -52,13 +52,14 @@ class LiveIndexer:
         indexer: Indexer,
         *,
         maintain: Callable[[], Awaitable[None]],
-        on_report: Callable[[IndexReport], None] | None = None,
+        after_pass: Callable[[IndexReport | None], Awaitable[None]] | None = None,
     ) -> None:
-        """`maintain` runs after every pass (index upkeep); `on_report` gets each pass's report."""
+        """After every pass, `after_pass` gets its report (None: it failed), then `maintain` runs
+        (index upkeep)."""
         self._settings = settings
         self._indexer = indexer
         self._maintain = maintain
-        self._on_report = on_report
+        self._after_pass = after_pass
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -183,8 +184,11 @@ class LiveIndexer:
             last_error=error,
             finished_at=time.time(),
         )
-        if report is not None and self._on_report is not None:
-            self._on_report(report)
+        if self._after_pass is not None:
+            try:  # a failed pass may still have stored some batches
+                await self._after_pass(report)
+            except Exception:
+                log.exception("after-pass hook failed")
         try:  # a kind switch, a retrain or a due save of the index
             await self._maintain()
         except Exception:

@@ -11,6 +11,7 @@ from memesearch.errors import QueryError
 from memesearch.index.keeper import KeeperStatus
 from memesearch.search.query import ImageTerm, Term, TextTerm
 from memesearch.search.service import MAX_K, MAX_WINDOW, SearchPage
+from memesearch.web.access import Access, declare
 from memesearch.web.errors import PayloadTooLarge
 from memesearch.web.schemas import (
     MAX_SQL_INT,
@@ -57,7 +58,12 @@ _QUERY_ERRORS: dict[int | str, dict[str, Any]] = {
 _ImageId = Annotated[int, Path(ge=0, le=MAX_SQL_INT, description="Id of an indexed file.")]
 
 
-@router.post("/search", response_model=SearchResponse, responses={**_QUERY_ERRORS, 404: _NOT_FOUND})
+@router.post(
+    "/search",
+    response_model=SearchResponse,
+    responses={**_QUERY_ERRORS, 404: _NOT_FOUND},
+    **declare(Access.PRIVATE),
+)
 async def search(body: SearchRequest, state: StateDep) -> SearchResponse:
     """Search with weighted text, image (base64), image_id and embedding terms."""
     terms = body.to_terms()
@@ -66,7 +72,13 @@ async def search(body: SearchRequest, state: StateDep) -> SearchResponse:
     )
 
 
-@router.post("/search/upload", response_model=SearchResponse, responses=_QUERY_ERRORS)
+# Refused in read-only mode with the other upload routes: a public instance takes no files.
+@router.post(
+    "/search/upload",
+    response_model=SearchResponse,
+    responses=_QUERY_ERRORS,
+    **declare(Access.WRITE),
+)
 async def search_upload(
     state: StateDep,
     images: Annotated[list[UploadFile], File(description="Example images.")] = [],  # noqa: B006
@@ -131,7 +143,10 @@ def _response(state: AppState, page: SearchPage) -> SearchResponse:
 
 
 @router.get(
-    "/images/{image_id}", response_model=ImageInfo, responses={404: _NOT_FOUND, 422: _MALFORMED}
+    "/images/{image_id}",
+    response_model=ImageInfo,
+    responses={404: _NOT_FOUND, 422: _MALFORMED},
+    **declare(Access.PRIVATE),
 )
 async def image_info(image_id: _ImageId, state: StateDep) -> ImageInfo:
     """Metadata of one file by id."""
@@ -153,7 +168,7 @@ async def image_info(image_id: _ImageId, state: StateDep) -> ImageInfo:
     )
 
 
-@router.get("/status", response_model=StatusResponse)
+@router.get("/status", response_model=StatusResponse, **declare(Access.PRIVATE))
 async def status_(state: StateDep) -> StatusResponse:
     """Counts, model, device and what the background indexer is doing."""
     services = state.services
@@ -188,7 +203,12 @@ def _index_status(status: KeeperStatus) -> IndexStatus:
     )
 
 
-@router.get("/failures", response_model=FailuresResponse, responses={422: _MALFORMED})
+@router.get(
+    "/failures",
+    response_model=FailuresResponse,
+    responses={422: _MALFORMED},
+    **declare(Access.PRIVATE),
+)
 async def failures(
     state: StateDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
@@ -204,14 +224,21 @@ async def failures(
     )
 
 
-@router.post("/reindex", response_model=ReindexResponse, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/reindex",
+    response_model=ReindexResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    **declare(Access.WRITE),
+)
 async def reindex(state: StateDep) -> ReindexResponse:
     """Start a rescan of the library in the background (folded into one if one is queued)."""
     state.live.request_rescan()
     return ReindexResponse()
 
 
-@router.post("/mse", response_model=list[MseResult], responses=_QUERY_ERRORS)
+@router.post(
+    "/mse", response_model=list[MseResult], responses=_QUERY_ERRORS, **declare(Access.PRIVATE)
+)
 async def mse(body: MseRequest, state: StateDep) -> list[MseResult]:
     """The original Meme Search Engine's query format, for its front end and scripts."""
     terms = body.to_terms()

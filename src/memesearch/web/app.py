@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_fastapi_instrumentator import Instrumentator
 
 from memesearch.config import AuthSettings, Settings
 from memesearch.ingest.live import LiveIndexer
+from memesearch.ingest.pipeline import IndexReport
 from memesearch.resources import data_path
 from memesearch.services import open_services
 from memesearch.web import api, auth, media, pages
+from memesearch.web.access import Access, PublicMount, declare, rules
 from memesearch.web.errors import install_error_handlers
 from memesearch.web.limits import BodyLimitMiddleware
 from memesearch.web.metrics import Metrics
@@ -38,11 +42,20 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
             batcher = await services.runtime.batcher()  # load the model before answering
             index = await services.index()
             await services.keeper.maintain()  # e.g. train an approximate index in the background
+
+            async def refresh_counts(report: IndexReport | None = None) -> None:
+                """Counters from a pass, and the store's totals: scrapers see them current."""
+                if report is not None:
+                    metrics.observe_report(report)
+                counts = await asyncio.to_thread(services.repo.counts, space=services.space)
+                metrics.set_counts(indexed=counts.indexed, failed=counts.failed)
+
+            await refresh_counts()
             live = LiveIndexer(
                 settings,
                 services.indexer(),
                 maintain=services.keeper.maintain,
-                on_report=metrics.observe_report,
+                after_pass=refresh_counts,
             )
             metrics.bind(
                 index_size=lambda: len(index),
@@ -83,14 +96,25 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.server.max_body_bytes)
     Instrumentator(
         registry=metrics.registry, excluded_handlers=["/metrics", "/healthz"]
-    ).instrument(app).expose(app, endpoint="/metrics", include_in_schema=False)
+    ).instrument(app)
+    public_metrics = settings.server.auth.public_metrics
+
+    @app.get(
+        "/metrics",
+        include_in_schema=False,
+        **declare(Access.PUBLIC if public_metrics else Access.PRIVATE),
+    )
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
     app.include_router(api.router)
     app.include_router(media.router)
     app.include_router(auth.router)
     app.include_router(pages.router)
-    app.mount("/static", StaticFiles(directory=data_path("static")), name="static")
+    static = StaticFiles(directory=data_path("static"))
+    app.router.routes.append(PublicMount("/static", app=static, name="static"))
 
-    @app.get("/healthz", include_in_schema=False)
+    @app.get("/healthz", include_in_schema=False, **declare(Access.PUBLIC))
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
@@ -103,7 +127,8 @@ def _document_access(app: FastAPI, settings: AuthSettings) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:  # built once, on the first request for it
-            app.openapi_schema = auth.document_access(generate(), settings)
+            table = [rule for _, rule in rules(app.router.routes)]
+            app.openapi_schema = auth.document_access(generate(), table, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented way to extend it

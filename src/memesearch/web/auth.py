@@ -1,7 +1,8 @@
 """Access control: off, a bearer token (API) + login form and session cookie (UI), or HTTP basic.
 
-One pure ASGI middleware guards every route but a small public set; a read-only mode refuses the
-endpoints that change state or store files. `document_access` tells the OpenAPI schema the same.
+One pure ASGI middleware guards every route but those declared public; a read-only mode refuses
+the routes declared as writing (see `access.py`). `document_access` tells the OpenAPI schema the
+same, from the same declarations.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import binascii
 import hashlib
 import hmac
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
@@ -18,16 +20,15 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.datastructures import Headers
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from memesearch.config import AuthSettings
+from memesearch.web.access import Access, RouteRule, declare, rule_for, rules
 from memesearch.web.schemas import ErrorResponse
 from memesearch.web.state import StateDep
 
 COOKIE = "memesearch_session"
-PUBLIC_PATHS = ("/login", "/static/")  # plus /healthz always, /metrics when configured
-READ_ONLY_REFUSED = ("/api/reindex", "/api/search/upload", "/upload")
-_HTML_PATHS = ("/", "/results", "/status")
 
 router = APIRouter(include_in_schema=False)
 
@@ -86,52 +87,57 @@ class AuthMiddleware:
     def __init__(self, app: ASGIApp, *, gate: Gate) -> None:
         self.app = app
         self.gate = gate
+        self._table: list[tuple[BaseRoute, RouteRule]] | None = None  # read on the first request
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
+        if self._table is None:  # the app's routes are all declared by its first request
+            self._table = rules(scope["app"].router.routes)
+        rule = rule_for(scope, self._table)
         headers = Headers(scope=scope)
         settings = self.gate.settings
-        if is_refused(scope["method"], path, settings):
+        if is_refused(scope["method"], rule, settings):
             response: Response = _json(403, "this instance is read-only")
-        elif is_public(path, settings) or self.gate.allows(headers):
+        elif is_public(rule, settings) or self.gate.allows(headers):
             await self.app(scope, receive, send)
             return
         else:
-            response = self._challenge(path, scope.get("query_string", b""), headers)
+            response = self._challenge(scope, rule, headers)
         await response(scope, receive, send)
 
-    def _challenge(self, path: str, query: bytes, headers: Headers) -> Response:
+    def _challenge(self, scope: Scope, rule: RouteRule, headers: Headers) -> Response:
         if self.gate.settings.mode == "basic":
             response = _json(401, "authentication required")
             response.headers["WWW-Authenticate"] = 'Basic realm="memesearch", charset="UTF-8"'
             return response
-        target = path + ("?" + query.decode("latin-1") if query else "")
+        query: bytes = scope.get("query_string", b"")
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
         login = "/login?next=" + quote(target, safe="")
         if headers.get("hx-request"):
             return Response(status_code=401, headers={"HX-Redirect": login})
-        if path in _HTML_PATHS and "text/html" in headers.get("accept", ""):
+        if rule.page and "text/html" in headers.get("accept", ""):
             return RedirectResponse(login, status_code=303)
         response = _json(401, "authentication required: send 'Authorization: Bearer <token>'")
         response.headers["WWW-Authenticate"] = 'Bearer realm="memesearch"'
         return response
 
 
-def is_public(path: str, settings: AuthSettings) -> bool:
-    """Whether the gate lets requests for `path` through without credentials."""
-    if settings.mode == "off" or path == "/healthz" or path.startswith(PUBLIC_PATHS):
-        return True
-    return path == "/metrics" and settings.public_metrics
+def is_public(rule: RouteRule, settings: AuthSettings) -> bool:
+    """Whether the gate lets requests for a route through without credentials."""
+    return settings.mode == "off" or rule.access is Access.PUBLIC
 
 
-def is_refused(method: str, path: str, settings: AuthSettings) -> bool:
+def is_refused(method: str, rule: RouteRule, settings: AuthSettings) -> bool:
     """Whether read-only mode turns the request away, whoever sends it."""
-    return settings.read_only and method.upper() == "POST" and path in READ_ONLY_REFUSED
+    writes = rule.access is Access.WRITE and method.upper() not in ("GET", "HEAD", "OPTIONS")
+    return settings.read_only and writes
 
 
-def document_access(schema: dict[str, Any], settings: AuthSettings) -> dict[str, Any]:
+def document_access(
+    schema: dict[str, Any], table: Iterable[RouteRule], settings: AuthSettings
+) -> dict[str, Any]:
     """Add to an OpenAPI `schema` what the gate asks of each operation: credentials, read-only."""
     components = schema.setdefault("components", {})
     error = _error_schema(components.setdefault("schemas", {}))
@@ -142,15 +148,17 @@ def document_access(schema: dict[str, Any], settings: AuthSettings) -> dict[str,
             "scheme": scheme.http,
             "description": scheme.description,
         }
-    for path, item in schema.get("paths", {}).items():
-        for method, operation in item.items():
-            if method not in _METHODS:
-                continue
+    paths = schema.get("paths", {})
+    for rule in table:
+        for method in sorted(rule.methods):
+            operation = paths.get(rule.path, {}).get(method.lower())
+            if operation is None:
+                continue  # not in the schema (pages, media) or not this method
             responses = operation.setdefault("responses", {})
-            if scheme is not None and not is_public(path, settings):
+            if scheme is not None and not is_public(rule, settings):
                 operation["security"] = [{scheme.name: []}]
                 responses["401"] = _error_response(scheme.refusal, error, challenge=True)
-            if is_refused(method, path, settings):
+            if is_refused(method, rule, settings):
                 responses["403"] = _error_response("This instance is read-only", error)
     return schema
 
@@ -179,7 +187,6 @@ _SCHEMES = {
         "No or wrong username and password",
     ),
 }
-_METHODS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
 _REF = "#/components/schemas/"
 
 
@@ -207,14 +214,14 @@ def _error_schema(schemas: dict[str, Any]) -> dict[str, str]:
     return {"$ref": _REF + "ErrorResponse"}
 
 
-@router.get("/login", response_class=HTMLResponse)
+@router.get("/login", response_class=HTMLResponse, **declare(Access.PUBLIC, page=True))
 async def login_form(request: Request, state: StateDep, next: str = "/") -> Response:
     """The login page of token mode."""
     context = {"next": _local(next), "error": ""}
     return state.templates.TemplateResponse(request, "login.html", context)
 
 
-@router.post("/login")
+@router.post("/login", **declare(Access.PUBLIC))
 async def login(
     request: Request,
     state: StateDep,
@@ -238,7 +245,7 @@ async def login(
     return response
 
 
-@router.post("/logout")
+@router.post("/logout", **declare(Access.PRIVATE))  # forgets a cookie: no write
 async def logout() -> Response:
     """Forget the session."""
     response = RedirectResponse("/login", status_code=303)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
 from memesearch.records import FileRow, FileState
+from memesearch.web.access import Access, declare
 from memesearch.web.library_files import UnsafePathError, content_type_for, etag_for, library_file
 from memesearch.web.state import AppState, StateDep
 
@@ -17,7 +18,7 @@ _ORIGINAL_CACHE = "public, max-age=3600"
 _VERSIONED_CACHE = "public, max-age=31536000, immutable"
 
 
-@router.get("/media/{path:path}")
+@router.get("/media/{path:path}", **declare(Access.PRIVATE))
 async def original(path: str, request: Request, state: StateDep) -> Response:
     """The original file, if it is an indexed file inside the library."""
     row = await asyncio.to_thread(state.services.repo.file_by_path, path=path)
@@ -26,7 +27,7 @@ async def original(path: str, request: Request, state: StateDep) -> Response:
     return _serve(request, _original_file(state, row), _ORIGINAL_CACHE)
 
 
-@router.get("/thumbs/{image_id}.{extension}")
+@router.get("/thumbs/{image_id}.{extension}", **declare(Access.PRIVATE))
 async def thumbnail(
     image_id: int, extension: str, request: Request, state: StateDep, v: str = ""
 ) -> Response:

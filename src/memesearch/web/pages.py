@@ -19,6 +19,7 @@ from starlette.datastructures import QueryParams
 from memesearch.errors import MemesearchError, QueryError
 from memesearch.search.query import ImageIdTerm, ImageTerm, Term, TextTerm
 from memesearch.search.service import MAX_WINDOW, SearchPage
+from memesearch.web.access import Access, declare
 from memesearch.web.errors import PayloadTooLarge, status_for
 from memesearch.web.state import AppState, StateDep
 from memesearch.web.uploads import is_upload_hash, media_type
@@ -156,13 +157,13 @@ async def build_terms(state: AppState, specs: Sequence[TermSpec]) -> list[Term]:
     return terms
 
 
-@router.get("/")
+@router.get("/", **declare(Access.PRIVATE, page=True))
 async def index(request: Request, state: StateDep) -> Response:
     """The search page: query builder, status and the first page of results."""
     return await _render(request, state, partial=False)
 
 
-@router.get("/results")
+@router.get("/results", **declare(Access.PRIVATE, page=True))
 async def results(request: Request, state: StateDep) -> Response:
     """The next page of tiles for infinite scroll (HTMX), else the whole page."""
     response = await _render(request, state, partial="hx-request" in request.headers)
@@ -170,7 +171,7 @@ async def results(request: Request, state: StateDep) -> Response:
     return response
 
 
-@router.get("/status")
+@router.get("/status", **declare(Access.PRIVATE, page=True))
 async def status_partial(request: Request, state: StateDep) -> Response:
     """The indexed count and live progress; it polls itself only while indexing."""
     return state.templates.TemplateResponse(
@@ -178,7 +179,7 @@ async def status_partial(request: Request, state: StateDep) -> Response:
     )
 
 
-@router.post("/upload")
+@router.post("/upload", **declare(Access.WRITE))  # stores a file
 async def upload(
     state: StateDep, image: Annotated[UploadFile, File(description="An example image.")]
 ) -> JSONResponse:
@@ -191,7 +192,7 @@ async def upload(
     return JSONResponse({"hash": key, "thumbnail": f"/uploads/{key}"})
 
 
-@router.get("/uploads/{key}")
+@router.get("/uploads/{key}", **declare(Access.PRIVATE))
 async def uploaded(key: str, state: StateDep) -> Response:
     """An image from the upload cache, so the query builder can show it."""
     data = await asyncio.to_thread(state.uploads.get, key) if is_upload_hash(key) else None
