@@ -1,8 +1,13 @@
-"""Async helpers of the decode pipeline: holding decoded batches while the model loads."""
+"""The decode pool: holding decoded batches while the model loads; workers die with the parent."""
 
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
 
 from memesearch.ingest.pool import hold_until
 
@@ -29,3 +34,52 @@ async def test_hold_until_stops_at_the_limit_and_at_the_end() -> None:
     assert list(await hold_until(ready, queue, limit=2)) == [1, 2]
     assert list(await hold_until(ready, queue, limit=10)) == [3, None]
     assert queue.get_nowait() == 5
+
+
+def test_workers_die_with_a_killed_indexer(tmp_path: Path) -> None:
+    """SIGKILL of the indexing process must not leave its decode workers running."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import asyncio, sys
+            from pathlib import Path
+            from memesearch.images.decode import DecodeLimits, PreprocessSpec
+            from memesearch.ingest.pool import DecodePool
+
+            async def main() -> None:
+                async with DecodePool(2) as pool:
+                    spec, limits = PreprocessSpec((8, 8)), DecodeLimits()
+                    jobs = [pool.prepare(Path("missing"), spec, limits, None) for _ in range(4)]
+                    await asyncio.gather(*jobs)
+                    print(*pool._executor._processes, flush=True)
+                    await asyncio.sleep(600)
+
+            if __name__ == "__main__":  # spawned workers import this file too
+                asyncio.run(main())
+            """
+        )
+    )
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert parent.stdout is not None
+        workers = [int(pid) for pid in parent.stdout.readline().split()]
+        assert len(workers) == 2 and all(alive(pid) for pid in workers)
+    finally:
+        parent.kill()
+        parent.wait(timeout=30)
+    deadline = time.monotonic() + 60  # a bound for a loaded machine, not a speed claim
+    while any(alive(pid) for pid in workers):
+        assert time.monotonic() < deadline, "decode workers outlived their parent"
+        time.sleep(0.1)
+
+
+def alive(pid: int) -> bool:
+    """Whether a process runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state != "Z"

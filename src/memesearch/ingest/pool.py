@@ -6,18 +6,22 @@ import asyncio
 import itertools
 import multiprocessing
 import os
+import threading
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from memesearch.errors import ImageDecodeError
 from memesearch.images.decode import DecodeLimits, FileVanishedError, PreprocessSpec, hash_file
 from memesearch.images.prepare import PreparedImage, prepare_file
 from memesearch.images.thumbnails import ThumbnailSpec
+
+_PARENT_POLL_SECONDS: Final = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,21 @@ def hash_job(path: str) -> str | JobFailure:
         return JobFailure(f"cannot read file: {reason}")
 
 
+def die_with_parent(parent: int) -> None:
+    """Runs first in each worker: exit once the process that started it is gone.
+
+    A worker waits on its job queue, whose writing end it holds itself, so it never sees the
+    queue close: without this, a SIGKILLed or crashed indexer leaves its workers running forever.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_SECONDS)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -67,7 +86,10 @@ class DecodePool:
     async def __aenter__(self) -> DecodePool:
         # spawn: the parent may hold CUDA and OpenMP state that must not be forked.
         self._executor = ProcessPoolExecutor(
-            max_workers=self.workers, mp_context=multiprocessing.get_context("spawn")
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
         )
         return self
 
