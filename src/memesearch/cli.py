@@ -40,7 +40,7 @@ app = typer.Typer(
     help="Semantic search over a folder of memes.",
 )
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # no hard wraps in paths
 T = TypeVar("T")
 
 ConfigOption = Annotated[
