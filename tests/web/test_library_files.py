@@ -1,4 +1,4 @@
-"""media: traversal attempts against a real library folder, ETags and content types."""
+"""library_files: traversal attempts against a real library folder, ETags and content types."""
 
 from __future__ import annotations
 

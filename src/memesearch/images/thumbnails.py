@@ -1,9 +1,7 @@
-"""Thumbnails: spec, encoding, atomic writes into a hash-keyed cache, and on-demand backfill."""
+"""Thumbnails: spec, encoding, atomic writes into a hash-keyed cache, one made from a file."""
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -21,7 +19,6 @@ from memesearch.images.decode import (
     PILLOW_ERRORS,
     WIDE_GREY_MODES,
     DecodeLimits,
-    FileVanishedError,
     PreprocessSpec,
     content_hash,
     decode_errors,
@@ -35,8 +32,6 @@ from memesearch.images.decode import (
     to_rgba,
     upright,
 )
-
-log = logging.getLogger(__name__)
 
 THUMBNAIL_FORMATS: Final = ("WEBP", "AVIF")
 # What every current browser shows in an <img>; an MPO is a JPEG with more pictures appended.
@@ -188,64 +183,3 @@ def make_thumbnail(
     if error is not None:
         raise ImageDecodeError(error)
     return Backfilled.ORIGINAL if extension is None else Backfilled.WRITTEN
-
-
-class ThumbnailBackfill:
-    """Makes missing thumbnails when they are asked for: one decode per hash, a few at a time."""
-
-    def __init__(
-        self,
-        thumbnails: ThumbnailSpec,
-        limits: DecodeLimits,
-        *,
-        max_decodes: int,
-        memory: int = 100_000,
-    ) -> None:
-        self.thumbnails = thumbnails
-        self.limits = limits
-        self.decodes = 0  # originals read (and decoded unless changed) to make a thumbnail
-        self._slots = asyncio.Semaphore(max_decodes)  # a big PNG decodes to hundreds of MB
-        self._running: dict[str, asyncio.Task[bool]] = {}
-        # Hashes to serve as their original without trying again (too small to thumbnail, or
-        # undecodable), oldest first; bounded, and forgotten on restart.
-        self._originals: dict[str, None] = {}
-        self._memory = memory
-
-    async def ensure(self, original: Path, digest: str) -> bool:
-        """Whether the thumbnail of `digest` is on disk, made from `original` now if missing."""
-        if digest in self._originals:
-            return False
-        task = self._running.get(digest)
-        if task is None:
-            # Its own task: a client that goes away does not cancel what others wait for.
-            task = asyncio.create_task(self._backfill(original, digest))
-            self._running[digest] = task
-            task.add_done_callback(lambda _: self._running.pop(digest, None))
-        return await asyncio.shield(task)
-
-    async def _backfill(self, original: Path, digest: str) -> bool:
-        target = self.thumbnails.path_for(digest)
-        async with self._slots:
-            if await asyncio.to_thread(target.is_file):
-                return True  # written while this request waited, by the indexer or another one
-            self.decodes += 1
-            try:
-                outcome = await asyncio.to_thread(
-                    make_thumbnail, original, digest, self.thumbnails, self.limits
-                )
-            except FileVanishedError:
-                return False
-            except ImageDecodeError as exc:
-                log.warning("no thumbnail for %s, serving the original: %s", original, exc)
-                self._remember(digest)
-                return False
-        if outcome is Backfilled.ORIGINAL:
-            self._remember(digest)
-        elif outcome is Backfilled.CHANGED:
-            log.debug("%s changed since it was indexed: no thumbnail until it is again", original)
-        return outcome is Backfilled.WRITTEN
-
-    def _remember(self, digest: str) -> None:
-        self._originals[digest] = None
-        if len(self._originals) > self._memory:
-            del self._originals[next(iter(self._originals))]

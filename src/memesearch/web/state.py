@@ -9,11 +9,11 @@ from fastapi import Depends, Request
 from fastapi.templating import Jinja2Templates
 
 from memesearch.config import Settings
-from memesearch.images.thumbnails import ThumbnailBackfill
 from memesearch.ingest.live import LiveIndexer
 from memesearch.search.service import SearchService
 from memesearch.services import Services
 from memesearch.web.metrics import Metrics
+from memesearch.web.thumbnailer import ThumbnailBackfill
 from memesearch.web.uploads import UploadCache
 
 

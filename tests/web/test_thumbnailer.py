@@ -162,7 +162,7 @@ def test_a_corrupt_original_falls_back_to_itself_and_warns_once(
     stored = EmbeddedFile(info, content_hash(data), 600, 400, "PNG", vector)
     services.repo.write_batch(embedded=[stored], failed=[], space=services.space)
     before = lib.decodes
-    with caplog.at_level(logging.WARNING, logger="memesearch.images.thumbnails"):
+    with caplog.at_level(logging.WARNING, logger="memesearch.web.thumbnailer"):
         responses = [lib.served.client.get(lib.url("corrupt.png")) for _ in range(2)]
     for response in responses:
         assert response.status_code == 200 and response.content == data
