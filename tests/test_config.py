@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from memesearch.config import DEFAULT_MODEL, load_settings
+from memesearch.config import DEFAULT_MODEL, MIB, Settings, load_settings, sqlite_file
 from memesearch.embed.model import describe_model
 from memesearch.errors import ConfigError, ModelLoadError
-from tests.conftest import write_config
+from memesearch.testing import write_config
 
 
 def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +119,59 @@ def test_a_bare_architecture_name_is_refused_not_silently_random(
     missing = load_settings(config)
     with pytest.raises(ModelLoadError, match="does not exist"):
         describe_model(missing.model)
+
+
+def test_values_derived_from_the_settings(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.toml",
+        {
+            "library": {"max_file_mb": 1.5, "max_image_megapixels": 2.5},
+            "database": {"url": "sqlite:///state/memes.db"},
+            "thumbnails": {"folder": "cache/thumbs"},
+            "server": {"max_body_mb": 3, "upload_cache_mb": 0.5},
+        },
+    )
+    settings = load_settings(config)
+    assert settings.library.max_file_bytes == int(1.5 * MIB) == 1_572_864
+    assert settings.library.max_pixels == 2_500_000
+    assert settings.server.max_body_bytes == 3 * MIB
+    assert settings.server.upload_cache_bytes == MIB // 2
+    assert settings.data_dir == tmp_path / "cache"
+    assert settings.uploads_dir == tmp_path / "cache" / "uploads"
+    assert settings.database.sqlite_file == tmp_path / "state" / "memes.db"
+    assert settings.index_file == tmp_path / "state" / "memes.faiss"  # beside the database
+    assert settings.own_paths == (
+        tmp_path / "cache" / "thumbs",
+        tmp_path / "cache" / "uploads",
+        tmp_path / "state" / "memes.faiss",
+        tmp_path / "state" / "memes.db",
+    )
+
+
+def test_the_index_file_without_a_sqlite_file(tmp_path: Path) -> None:
+    server = Settings.model_validate(
+        {
+            "database": {"url": "postgresql+psycopg://u:p@db/memes"},
+            "thumbnails": {"folder": str(tmp_path / "data" / "thumbs")},
+        }
+    )
+    assert server.database.sqlite_file is None
+    assert server.index_file == tmp_path / "data" / "index.faiss"
+    assert tmp_path / "data" / "index.faiss" in server.own_paths
+    assert len(server.own_paths) == 3  # no database file to keep out of the library
+    chosen = Settings.model_validate({"index": {"file": str(tmp_path / "x.faiss")}})
+    assert chosen.index_file == tmp_path / "x.faiss"
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("sqlite:///relative/db.sqlite", Path("relative/db.sqlite")),
+        ("sqlite:////abs/db.sqlite", Path("/abs/db.sqlite")),
+        ("sqlite://", None),
+        ("sqlite:///:memory:", None),
+        ("postgresql://u@host/db", None),
+    ],
+)
+def test_which_urls_name_a_sqlite_file(url: str, expected: Path | None) -> None:
+    assert sqlite_file(url) == expected

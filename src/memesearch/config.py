@@ -47,7 +47,7 @@ class LibrarySettings(_Section):
     """Where the memes are and which files count as images."""
 
     path: Path = Path("memes")
-    extensions: tuple[str, ...] = IMAGE_EXTENSIONS
+    extensions: tuple[str, ...] = Field(default=IMAGE_EXTENSIONS, validate_default=True)
     follow_symlinks: bool = False
     include_hidden: bool = False
     max_file_mb: float = Field(default=200.0, gt=0)

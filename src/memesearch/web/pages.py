@@ -158,7 +158,7 @@ async def build_terms(state: AppState, specs: Sequence[TermSpec]) -> list[Term]:
 
 
 @router.get("/", **declare(Access.PRIVATE, page=True))
-async def index(request: Request, state: StateDep) -> Response:
+async def home(request: Request, state: StateDep) -> Response:
     """The search page: query builder, status and the first page of results."""
     return await _render(request, state, partial=False)
 
@@ -228,7 +228,7 @@ async def _render(request: Request, state: AppState, *, partial: bool) -> Respon
         "status": await _status(state),
         "title": " · ".join(_title_part(spec) for spec in specs),
     }
-    return state.templates.TemplateResponse(request, "index.html", context, status_code=code)
+    return state.templates.TemplateResponse(request, "home.html", context, status_code=code)
 
 
 def _results_context(state: AppState, specs: list[TermSpec], page: SearchPage) -> dict[str, Any]:
