@@ -53,6 +53,7 @@ def index_ids(index: VectorIndex) -> np.ndarray:
     copy: Any = faiss.deserialize_index(faiss.vector_to_array(writer.data))
     if isinstance(copy, faiss.IndexIVF):
         lists = copy.invlists
+        assert lists is not None  # a deserialised IVF index owns its inverted lists
         parts = [
             faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
             for i in range(copy.nlist)

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from memesearch.cli import app
-from tests.conftest import write_config
+from memesearch.testing import write_config
 from tests.corpus import make_corpus, write_image
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import write_config
+from memesearch.testing import write_config
 from tests.corpus import make_corpus
 
 KILLS = 20

@@ -22,8 +22,8 @@ from memesearch.config import Settings, load_settings
 from memesearch.ingest.pipeline import Phase, Progress
 from memesearch.ingest.scan import ScanOptions, scan_library
 from memesearch.services import open_services
+from memesearch.testing import write_config
 from memesearch.web.app import create_app
-from tests.conftest import write_config
 from tests.corpus import Corpus, encode, picture, write_image
 from tests.support import index_once, stored_rows
 from tests.web.conftest import Served
@@ -171,11 +171,11 @@ def write_hostile_library(library: Path) -> Corpus:
         else:
             corpus.good.append(name)
     for raw, (shown, reason) in NOT_UTF8.items():
-        path = os.path.join(os.fsencode(library), raw)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as file:
+        raw_path = os.path.join(os.fsencode(library), raw)
+        os.makedirs(os.path.dirname(raw_path), exist_ok=True)
+        with open(raw_path, "wb") as file:
             file.write(encode(picture(len(raw), (50, 50)), "PNG"))
-        age(path)
+        age(raw_path)
         corpus.broken[shown] = reason
     (library / "deep" / "er").mkdir(parents=True)
     write_image(library / "deep" / "er" / "real.png", seed=120)

@@ -24,7 +24,7 @@ class RecordingEmbedder:
         self.info = ModelInfo(spec="fake", model_id="fake", dim=DIM)
         self.preprocess = PreprocessSpec(size=(2, 2))
         self.device = "cpu"
-        self.calls: list[tuple[str, list[object]]] = []
+        self.calls: list[tuple[str, list[str | int]]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.entered = threading.Event()

@@ -21,7 +21,8 @@ from tests.support import index_ids, remove_ids
 
 def unit(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
     vectors = rng.standard_normal((n, dim)).astype(np.float32)
-    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    normalised: np.ndarray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    return normalised
 
 
 def test_search_matches_numpy_brute_force() -> None:
@@ -147,7 +148,8 @@ def test_a_filtered_ivf_search_is_exact() -> None:
 
 
 def vector_of(seed: int, dim: int = 8) -> np.ndarray:
-    return unit(np.random.default_rng(seed), 1, dim)[0]
+    row: np.ndarray = unit(np.random.default_rng(seed), 1, dim)[0]
+    return row
 
 
 def delta(generation: int, *, removed: Sequence[int] = (), added: Sequence[int] = ()) -> IndexDelta:
@@ -321,7 +323,7 @@ def test_concurrent_searches_build_one_gpu_replica(monkeypatch: pytest.MonkeyPat
     built: list[int] = []
     started = threading.Event()
 
-    def copy_to_gpu(_resources: object, _device: int, index: object) -> object:
+    def copy_to_gpu(_resources: object, _device: int, index: faiss.Index) -> faiss.Index:
         built.append(1)
         started.set()
         time.sleep(0.2)  # widens the window a second build would use; asserts nothing on time

@@ -14,7 +14,7 @@ from memesearch.ingest.live import LiveIndexer
 from memesearch.search.query import ImageTerm
 from memesearch.search.service import SearchService
 from memesearch.services import Services, open_services
-from tests.conftest import write_config
+from memesearch.testing import write_config
 from tests.corpus import write_image
 from tests.support import wait_idle
 

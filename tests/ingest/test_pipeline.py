@@ -14,7 +14,7 @@ from memesearch.errors import LibraryError
 from memesearch.records import FileState
 from memesearch.search.query import ImageTerm
 from memesearch.services import open_services
-from tests.conftest import write_config
+from memesearch.testing import write_config
 from tests.corpus import make_corpus, write_image
 from tests.support import index_ids, index_once, stored_rows
 

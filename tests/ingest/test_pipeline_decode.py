@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from memesearch.ingest.pipeline import Indexer, IndexReport
 from memesearch.ingest.pool import JobFailure, hash_job
 from memesearch.records import FileState
 from memesearch.services import open_services
-from tests.conftest import write_config
+from memesearch.testing import write_config
 from tests.corpus import make_corpus, write_image
 from tests.support import index_once, stored_rows
 
@@ -92,7 +93,7 @@ async def test_decoding_runs_past_the_prefetch_bound_while_the_model_loads(
 ) -> None:
     for i in range(20):  # BMP always gets a thumbnail: one on disk per file decoded
         write_image(library / f"m{i:02d}.bmp", seed=i, fmt="BMP")
-    config = {
+    config: dict[str, dict[str, Any]] = {
         "library": {"path": str(library)},
         "database": {"url": f"sqlite:///{tmp_path / 'db.sqlite'}"},
         "model": {"name": f"local-dir:{tiny_model_dir}", "batch_size": 2},
@@ -133,8 +134,8 @@ async def test_a_wrong_prediction_costs_a_second_decode_never_wrong_vectors(
     first = await index_once(settings)
     expected = await vectors_by_path(settings)
     database = Path(settings.database.url.removeprefix("sqlite:///"))
-    for path in database.parent.glob(database.name + "*"):
-        path.unlink()
+    for stale in database.parent.glob(database.name + "*"):
+        stale.unlink()
 
     def mispredicted(model: ModelSettings) -> ModelInfo:
         wrong = PreprocessSpec(size=(32, 32), resize_mode="shortest")

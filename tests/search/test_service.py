@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +16,9 @@ from memesearch.errors import ImageDecodeError, QueryError, UnknownImageError
 from memesearch.images.decode import DecodeLimits, PreprocessSpec
 from memesearch.images.prepare import prepare_file
 from memesearch.search.query import EmbeddingTerm, ImageIdTerm, ImageTerm, Term, TextTerm
-from memesearch.search.service import SearchPage
+from memesearch.search.service import SearchHit, SearchPage
 from memesearch.services import open_services
-from tests.conftest import write_config
+from memesearch.testing import write_config
 from tests.corpus import make_corpus
 from tests.support import index_once
 
@@ -43,11 +44,14 @@ class Reference:
     def _images(self, pixels: np.ndarray) -> np.ndarray:
         batch = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0
         batch = (batch - 0.5) / 0.5
-        return self.model.encode_image(batch, normalize=True).numpy()
+        vectors: np.ndarray = self.model.encode_image(batch, normalize=True).numpy()
+        return vectors
 
     @torch.inference_mode()
     def text(self, text: str) -> np.ndarray:
-        return self.model.encode_text(self.tokenizer([text]), normalize=True).numpy()[0]
+        vectors: np.ndarray = self.model.encode_text(self.tokenizer([text]), normalize=True).numpy()
+        vector: np.ndarray = vectors[0]
+        return vector
 
     def ranking(self, query: np.ndarray) -> tuple[list[str], np.ndarray]:
         query = query / np.linalg.norm(query)
@@ -56,10 +60,11 @@ class Reference:
         return [self.paths[i] for i in order], scores[order]
 
 
+Indexed = tuple[Settings, list[str], Reference]
+
+
 @pytest.fixture(scope="module")
-def indexed(
-    tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path
-) -> tuple[Settings, list[str], Reference]:
+def indexed(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Indexed:
     root = tmp_path_factory.mktemp("search")
     library = root / "memes"
     good = make_corpus(library, n_good=60).good
@@ -77,13 +82,15 @@ def indexed(
     return settings, good, Reference(tiny_model_dir, library, good)
 
 
-async def search(settings: Settings, terms: list[Term], k: int = 20, offset: int = 0) -> SearchPage:
+async def search(
+    settings: Settings, terms: Sequence[Term], k: int = 20, offset: int = 0
+) -> SearchPage:
     async with open_services(settings) as services:
         return await (await services.search_service()).search(terms, k=k, offset=offset)
 
 
 @pytest.mark.parametrize("text", TEXTS)
-async def test_text_search_equals_brute_force_reference(indexed, text: str) -> None:
+async def test_text_search_equals_brute_force_reference(indexed: Indexed, text: str) -> None:
     settings, _, reference = indexed
     page = await search(settings, [TextTerm(text)], k=15)
     expected_paths, expected_scores = reference.ranking(reference.text(text))
@@ -91,7 +98,9 @@ async def test_text_search_equals_brute_force_reference(indexed, text: str) -> N
     np.testing.assert_allclose([h.score for h in page.hits], expected_scores[:15], atol=1e-4)
 
 
-async def test_weighted_mix_equals_reference_and_negative_weight_pushes_down(indexed) -> None:
+async def test_weighted_mix_equals_reference_and_negative_weight_pushes_down(
+    indexed: Indexed,
+) -> None:
     settings, _, reference = indexed
     cat, frog = reference.text(TEXTS[0]), reference.text(TEXTS[1])
     k = len(reference.paths)
@@ -107,7 +116,7 @@ async def test_weighted_mix_equals_reference_and_negative_weight_pushes_down(ind
     assert all(rank_mixed[p] >= rank[p] for p in frogs[:1])
 
 
-async def test_an_image_term_ranks_its_own_file_first(indexed) -> None:
+async def test_an_image_term_ranks_its_own_file_first(indexed: Indexed) -> None:
     settings, good, _ = indexed
     for path in (good[5], good[17], "photos/big photo.jpg"):
         data = (settings.library.path / path).read_bytes()
@@ -116,7 +125,7 @@ async def test_an_image_term_ranks_its_own_file_first(indexed) -> None:
         assert page.hits[0].score == pytest.approx(1.0, abs=1e-3)  # stored as float16
 
 
-async def test_image_id_and_embedding_terms(indexed) -> None:
+async def test_image_id_and_embedding_terms(indexed: Indexed) -> None:
     settings, good, reference = indexed
     first = (
         await search(settings, [ImageTerm((settings.library.path / good[9]).read_bytes())], k=1)
@@ -128,12 +137,13 @@ async def test_image_id_and_embedding_terms(indexed) -> None:
     assert by_vector.hits[0].id == first.id
 
 
-async def test_paging_walks_the_same_ranking_and_ends(indexed) -> None:
+async def test_paging_walks_the_same_ranking_and_ends(indexed: Indexed) -> None:
     settings, good, _ = indexed
     terms = [TextTerm(TEXTS[2])]
     full = await search(settings, terms, k=len(good))
     assert full.next_offset is None
-    pages, offset = [], 0
+    pages: list[SearchHit] = []
+    offset: int | None = 0
     while offset is not None:
         page = await search(settings, terms, k=7, offset=offset)
         pages.extend(page.hits)
@@ -160,20 +170,24 @@ async def test_paging_walks_the_same_ranking_and_ends(indexed) -> None:
         ([ImageIdTerm(987_654)], UnknownImageError, "987654"),
     ],
 )
-async def test_bad_queries_raise_clear_domain_errors(indexed, terms, error, message) -> None:
+async def test_bad_queries_raise_clear_domain_errors(
+    indexed: Indexed, terms: list[Term], error: type[Exception], message: str
+) -> None:
     settings, _, _ = indexed
     with pytest.raises(error, match=message):
         await search(settings, terms)
 
 
 @pytest.mark.parametrize(("k", "offset"), [(0, 0), (501, 0), (10, -1)])
-async def test_paging_limits(indexed, k: int, offset: int) -> None:
+async def test_paging_limits(indexed: Indexed, k: int, offset: int) -> None:
     settings, _, _ = indexed
     with pytest.raises(QueryError):
         await search(settings, [TextTerm("cat")], k=k, offset=offset)
 
 
-async def test_another_models_vectors_are_never_searched(indexed, other_model_dir: Path) -> None:
+async def test_another_models_vectors_are_never_searched(
+    indexed: Indexed, other_model_dir: Path
+) -> None:
     settings, _, _ = indexed
     other = settings.model_copy(
         update={"model": settings.model.model_copy(update={"name": f"local-dir:{other_model_dir}"})}
@@ -182,7 +196,7 @@ async def test_another_models_vectors_are_never_searched(indexed, other_model_di
     assert page.hits == [] and page.total_indexed == 0
 
 
-async def test_concurrent_searches_share_faiss_scans(indexed) -> None:
+async def test_concurrent_searches_share_faiss_scans(indexed: Indexed) -> None:
     settings, _, _ = indexed
     async with open_services(settings) as services:
         service = await services.search_service()

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from memesearch.config import Settings, load_settings
+from memesearch.testing import write_config
 from memesearch.web.app import create_app
 from memesearch.web.state import AppState
-from tests.conftest import write_config
 from tests.corpus import Corpus, make_corpus
 from tests.support import wait_idle
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Iterator
 
 import pytest
 
@@ -95,7 +96,9 @@ def test_paging_and_path_prefix_filter(served: Served) -> None:
         ({"terms": [{"text": "cat"}], "bogus": 1}, 422, "Extra inputs"),
     ],
 )
-def test_bad_requests_get_a_4xx_with_a_detail(served: Served, body, status, fragment) -> None:
+def test_bad_requests_get_a_4xx_with_a_detail(
+    served: Served, body: dict[str, object], status: int, fragment: str
+) -> None:
     response = served.client.post("/api/search", json=body)
     assert response.status_code == status, response.text
     assert fragment in json.dumps(response.json()["detail"])
@@ -119,7 +122,7 @@ def test_malformed_json_and_oversized_bodies(served: Served) -> None:
     response = served.client.post("/api/search", json=big)
     assert response.status_code == 413 and "1 MB limit" in response.json()["detail"]
 
-    def chunks():
+    def chunks() -> Iterator[bytes]:
         yield b'{"terms": [{"image": "'
         for _ in range(40):
             yield b"A" * 65536

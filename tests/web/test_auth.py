@@ -183,7 +183,7 @@ def test_read_only_mode_refuses_changes_and_uploads_but_searches(read_only: Serv
 def test_weak_credentials_are_refused_at_start(tmp_path: Path) -> None:
     from memesearch.config import load_settings
     from memesearch.errors import ConfigError
-    from tests.conftest import write_config
+    from memesearch.testing import write_config
 
     config = write_config(
         tmp_path / "c.toml", {"server": {"auth": {"mode": "token", "token": "123"}}}
@@ -274,7 +274,7 @@ def test_openapi_claims_no_credentials_when_auth_is_off_and_403_where_read_only_
 def test_documented_refusals_bring_their_error_body_along() -> None:
     settings = AuthSettings(mode="token", token=TOKEN, read_only=True)
     reindex = RouteRule("/api/reindex", frozenset({"POST"}), Access.WRITE)
-    paths = {"/api/reindex": {"post": {"responses": {}}}}
+    paths: dict[str, Any] = {"/api/reindex": {"post": {"responses": {}}}}
     schema = document_access({"paths": paths}, [reindex], settings)
     schemas = schema["components"]["schemas"]
     assert schemas["ErrorResponse"]["properties"]["detail"]  # a valid $ref without /api routes

@@ -24,7 +24,8 @@ def media(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Ite
 
 def first_hit(served: Served) -> dict[str, object]:
     body = served.client.post("/api/search", json={"terms": [{"text": "x"}], "k": 1}).json()
-    return body["results"][0]
+    hit: dict[str, object] = body["results"][0]
+    return hit
 
 
 def test_originals_are_served_with_etag_and_revalidate(media: Served) -> None:
