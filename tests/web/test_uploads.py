@@ -1,15 +1,20 @@
-"""UploadCache: content-addressed, validated, atomic, and bounded by least-recent use."""
+"""UploadCache: content-addressed, validated, atomic, bounded by least-recent use, never indexed."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from memesearch.errors import ImageDecodeError
 from memesearch.images.decode import DecodeLimits, content_hash
+from memesearch.web.app import create_app
+from memesearch.web.state import AppState
 from memesearch.web.uploads import UploadCache, is_upload_hash, media_type
-from tests.corpus import encode, picture
+from tests.corpus import encode, picture, write_image
+from tests.support import wait_idle
+from tests.web.conftest import app_settings
 
 LIMITS = DecodeLimits(max_file_bytes=1 << 20, max_pixels=4_000_000)
 
@@ -84,3 +89,25 @@ def test_leftover_temporary_files_are_invisible(tmp_path: Path) -> None:
     key = cache.put(png(3), LIMITS)
     assert cache.get(key) == png(3)
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [key]
+
+
+def test_uploads_kept_inside_the_library_are_never_indexed(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    """The upload cache and the indexer's exclusions are one derived path: they cannot disagree."""
+    library = tmp_path / "memes"
+    write_image(library / "a.png", seed=1)
+    data = library / "memesearch-data"  # the data folder inside the library, not hidden
+    settings = app_settings(
+        tmp_path, library, tiny_model_dir, thumbnails={"folder": str(data / "thumbs")}
+    )
+    with TestClient(create_app(settings)) as client:
+        state: AppState = client.app_state["app"]
+        assert state.uploads.folder == settings.uploads_dir == data / "uploads"
+        client.portal.call(wait_idle, state.live)  # type: ignore[union-attr]
+        answer = client.post("/upload", files={"image": ("b.png", png(2), "image/png")})
+        assert answer.status_code == 200 and (data / "uploads" / answer.json()["hash"]).is_file()
+        client.post("/api/reindex")
+        client.portal.call(wait_idle, state.live)  # type: ignore[union-attr]
+        status = client.get("/api/status").json()
+    assert (status["indexed"], status["failed"]) == (1, 0)  # a.png alone
