@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from memesearch.db.migrate import upgrade_schema
+from memesearch.db.migrate import migrate, upgrade_schema
 from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
 from memesearch.errors import StoreError
@@ -38,7 +38,7 @@ def embedded(path: str, value: float, content_hash: str = "") -> EmbeddedFile:
 
 def test_schema_upgrade_is_idempotent_and_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     engine = create_store_engine(f"sqlite:///{tmp_path / 's.db'}")
-    assert upgrade_schema(engine) == upgrade_schema(engine) == "0002"
+    assert upgrade_schema(engine) == upgrade_schema(engine) == "0003"
     with engine.connect() as connection:
         assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
@@ -138,4 +138,54 @@ def test_stored_files_under_paths_are_those_paths_and_their_folders_contents_onl
     assert set(repo.stored_files(space=SPACE, under=many)) == set(many)
     assert repo.stored_files(space=SPACE, under=["a/x.png"]) == {
         "a/x.png": repo.stored_files(space=SPACE)["a/x.png"]
+    }
+
+
+def test_ids_are_never_handed_out_twice(repo: Repository) -> None:
+    """Ids are public (image_id terms, thumbnail URLs): a deleted file's id names nothing after."""
+    first = repo.write_batch(
+        embedded=[embedded("a.png", 1), embedded("b.png", 2)], failed=[], space=SPACE
+    )
+    a_id, b_id = (file_id for file_id, _ in first.added)
+    repo.apply_reuse(reuses=[], removals=[b_id], space=SPACE)
+    later = repo.write_batch(embedded=[embedded("c.png", 3)], failed=[], space=SPACE)
+    ((c_id, _),) = later.added
+    assert c_id > b_id > a_id
+    assert (
+        repo.get_file(file_id=b_id) is None and repo.get_vector(file_id=b_id, space=SPACE) is None
+    )
+
+
+def test_the_upgrade_to_monotonic_ids_keeps_every_row_and_link(tmp_path: Path) -> None:
+    engine = create_store_engine(f"sqlite:///{tmp_path / 's.db'}")
+    migrate(engine, "0002")
+    repo = Repository(engine)
+    repo.write_batch(
+        embedded=[embedded(f"{n}.png", n) for n in range(1, 6)],
+        failed=[FailedFile(FileInfo("bad.png", 0, 1), "file is empty")],
+        space=SPACE,
+    )
+    repo.apply_reuse(reuses=[], removals=[5, 6], space=SPACE)  # the two highest ids
+    before = repo.stored_files(space=SPACE)
+    assert upgrade_schema(engine) == "0003"
+    assert repo.stored_files(space=SPACE) == before  # same ids, paths, states, vectors
+    ((new_id, _),) = repo.write_batch(
+        embedded=[embedded("new.png", 9)], failed=[], space=SPACE
+    ).added
+    assert new_id == 5  # nothing above 4 was known to the old schema: it counts on from there
+    again = repo.write_batch(embedded=[embedded("newer.png", 8)], failed=[], space=SPACE)
+    repo.apply_reuse(reuses=[], removals=[new_id, again.added[0][0]], space=SPACE)
+    assert (
+        repo.write_batch(embedded=[embedded("last.png", 7)], failed=[], space=SPACE).added[0][0]
+        == 7
+    )
+    with engine.connect() as connection:
+        assert connection.execute(text("PRAGMA foreign_keys")).scalar() == 1
+    migrate(engine, "0002", down=True)  # and back, nothing lost either
+    assert set(Repository(engine).stored_files(space=SPACE)) == {
+        "1.png",
+        "2.png",
+        "3.png",
+        "4.png",
+        "last.png",
     }

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from alembic import command
 from sqlalchemy import Engine, insert, select, text
 
-from memesearch.db.migrate import alembic_config, upgrade_schema
+from memesearch.db.migrate import migrate, upgrade_schema
 from memesearch.db.models import ImageFile, StoreMeta, Vector
 from memesearch.db.repo import Repository
 from memesearch.db.session import create_store_engine
@@ -38,10 +37,7 @@ def embedded(i: int, vector: np.ndarray) -> EmbeddedFile:
 
 
 def migrate_to(engine: Engine, revision: str, *, down: bool = False) -> None:
-    config = alembic_config()
-    with engine.begin() as connection:
-        config.attributes["connection"] = connection
-        (command.downgrade if down else command.upgrade)(config, revision)
+    migrate(engine, revision, down=down)
 
 
 def insert_float32_rows(engine: Engine, vectors: np.ndarray) -> None:

@@ -32,10 +32,33 @@ def upgrade_schema(engine: Engine) -> str:
             "does not know; it was written by a newer version"
         )
     if current != head:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+        migrate(engine, "head")
     return str(head)
+
+
+def migrate(engine: Engine, revision: str, *, down: bool = False) -> None:
+    """Run the migrations up (or down) to `revision` in one transaction.
+
+    On SQLite, foreign keys are off meanwhile: a migration that rebuilds a table (copy, drop,
+    rename) must not cascade the drop into the rows that point at it. They are checked before
+    the transaction commits.
+    """
+    config = alembic_config()
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:  # only outside a transaction does SQLite take this pragma
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
+        try:
+            with connection.begin():
+                config.attributes["connection"] = connection
+                (command.downgrade if down else command.upgrade)(config, revision)
+                if sqlite and connection.exec_driver_sql("PRAGMA foreign_key_check").first():
+                    raise StoreError(f"migrating to {revision} broke the links between tables")
+        finally:
+            if sqlite:
+                connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+                connection.commit()
 
 
 def _known(script: ScriptDirectory) -> set[str]:

@@ -33,6 +33,8 @@ class ImageFile(Base):
     """A file of the library as last indexed."""
 
     __tablename__ = "files"
+    # Ids are public (image_id terms, thumbnail URLs): never hand a deleted file's id to another.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(String(4096), unique=True)
