@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+
+import pytest
 
 from memesearch.ingest.pool import hold_until
 
@@ -36,8 +39,9 @@ async def test_hold_until_stops_at_the_limit_and_at_the_end() -> None:
     assert queue.get_nowait() == 5
 
 
-def test_workers_die_with_a_killed_indexer(tmp_path: Path) -> None:
-    """SIGKILL of the indexing process must not leave its decode workers running."""
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_workers_die_with_a_killed_indexer(tmp_path: Path, how: signal.Signals) -> None:
+    """A killed indexing process (crash, cron timeout, `docker stop`) leaves no decode workers."""
     script = tmp_path / "parent.py"
     script.write_text(
         textwrap.dedent(
@@ -68,7 +72,7 @@ def test_workers_die_with_a_killed_indexer(tmp_path: Path) -> None:
         workers = [int(pid) for pid in parent.stdout.readline().split()]
         assert len(workers) == 2 and all(alive(pid) for pid in workers)
     finally:
-        parent.kill()
+        parent.send_signal(how)
         parent.wait(timeout=30)
     deadline = time.monotonic() + 60  # a bound for a loaded machine, not a speed claim
     while any(alive(pid) for pid in workers):

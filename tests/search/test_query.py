@@ -41,6 +41,7 @@ def test_terms_are_immutable_and_an_embedding_holds_a_tuple_of_floats() -> None:
         ([ImageTerm(b"")], "term 1: image is empty"),
         ([EmbeddingTerm((0.1, 0.2))], "term 1: embedding has 2 values, the model produces 4"),
         ([TextTerm("cat", 0.0), ImageIdTerm(1, 0.0)], "every term has weight 0"),
+        ([TextTerm("x" * 2001)], "term 1: text has 2,001 characters, at most 2,000 are read"),
     ],
 )
 def test_validation_names_the_term_and_the_problem(terms: list[Term], message: str) -> None:

@@ -255,3 +255,18 @@ def test_scores_are_finite_cosines(served: Served) -> None:
         math.isfinite(r["score"]) and -1.0001 <= r["score"] <= 1.0001
         for r in results.json()["results"]
     )
+
+
+def test_long_texts_are_refused_on_every_route_before_the_model(served: Served) -> None:
+    """One client's megabyte of text must not hold the model thread for everyone."""
+    huge = "meme " * 200_000  # 1 MB
+    client = served.client
+    multipart = client.post("/api/search/upload", data={"text": [huge, "cat"]})
+    assert multipart.status_code == 422 and "at most 2,000" in multipart.json()["detail"]
+    original = client.post("/api/mse", json={"text": [[huge, 1.0]]})
+    assert original.status_code == 422 and "at most 2,000" in original.json()["detail"]
+    page = client.get("/", params={"q": "x" * 5000})
+    assert page.status_code == 422 and "at most 2,000" in page.text
+    json_api = client.post("/api/search", json={"terms": [{"text": huge}]})
+    assert json_api.status_code == 422
+    assert client.post("/api/search", json={"terms": [{"text": "x" * 2000}]}).status_code == 200

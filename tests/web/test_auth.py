@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Mount
 
 from memesearch.config import AuthSettings
 from memesearch.web.access import Access, RouteRule
-from memesearch.web.auth import document_access
+from memesearch.web.auth import Gate, document_access
 from memesearch.web.schemas import ErrorResponse
 from tests.web.conftest import Served, served_app
 
@@ -139,6 +139,31 @@ def test_pages_redirect_to_the_login_form_and_the_session_cookie_works(token_mod
         client.cookies.clear()
     out = client.post("/logout", follow_redirects=False)
     assert out.status_code in (303, 401)
+
+
+@pytest.mark.parametrize(
+    "cookie", ["²³.x", "¹²³.sig", "1" * 5000 + ".x", ".", "", "-5.x", "99999999999.", "x" * 10_000]
+)
+def test_a_malformed_session_cookie_is_a_plain_401(token_mode: Served, cookie: str) -> None:
+    # Raw latin-1 bytes, as a hostile client sends them (a cookie jar would refuse "²").
+    header = (b"cookie", f"memesearch_session={cookie}".encode("latin-1"))
+    response = token_mode.client.get("/api/status", headers=[header])
+    assert response.status_code == 401
+    assert response.json()["detail"].startswith("authentication required")
+
+
+def test_private_responses_are_not_for_shared_caches(token_mode: Served) -> None:
+    client = token_mode.client
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    body = {"terms": [{"text": "cat"}], "k": 1}
+    hit = client.post("/api/search", json=body, headers=auth).json()["results"][0]
+    image = (token_mode.settings.library.path / hit["path"]).read_bytes()
+    key = client.post("/upload", files={"image": ("a.png", image)}, headers=auth).json()["hash"]
+    for url in (hit["url"], hit["thumbnail_url"], f"/uploads/{key}"):
+        response = client.get(url, headers=auth)
+        assert response.status_code == 200, url
+        assert response.headers["cache-control"].startswith("private, max-age="), url
+    assert client.get("/static/app.css").headers.get("cache-control", "") == ""  # public
 
 
 def test_login_never_redirects_off_site(token_mode: Served) -> None:
@@ -281,3 +306,10 @@ def test_documented_refusals_bring_their_error_body_along() -> None:
     assert "ValidationIssue" in schemas
     responses = schema["paths"]["/api/reindex"]["post"]["responses"]
     assert set(responses) == {"401", "403"}
+
+
+@pytest.mark.parametrize("value", ["²³.x", "٣٣٣.x", "1" * 5000 + ".x", "1e9.x", " 1.x"])
+def test_the_gate_reads_only_ascii_timestamps(value: str) -> None:
+    gate = Gate(AuthSettings(mode="token", token=TOKEN))
+    assert gate.session_ok(value) is False  # not a ValueError that would become a 500
+    assert gate.session_ok(gate.new_session()) is True

@@ -19,6 +19,9 @@ from memesearch.images.prepare import prepare_bytes
 from memesearch.records import VectorSpace
 
 _ZERO = 1e-6
+# The longest text term, on every route: a text model reads a few dozen tokens, and tokenising
+# megabytes would hold the model thread for everyone.
+MAX_TEXT_CHARS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +140,11 @@ def validate_terms(terms: Sequence[Term], dim: int) -> None:
         match term:
             case TextTerm(text=text) if not text.strip():
                 raise QueryError(f"term {position}: text is empty")
+            case TextTerm(text=text) if len(text) > MAX_TEXT_CHARS:
+                raise QueryError(
+                    f"term {position}: text has {len(text):,} characters, "
+                    f"at most {MAX_TEXT_CHARS:,} are read"
+                )
             case ImageTerm(data=data) if not data:
                 raise QueryError(f"term {position}: image is empty")
             case EmbeddingTerm(values=values) if len(values) != dim:

@@ -108,3 +108,13 @@ def rule_for(scope: Scope, table: Iterable[tuple[BaseRoute, RouteRule]]) -> Rout
         if match is Match.PARTIAL and partial is None:
             partial = rule
     return partial or RouteRule(scope.get("path", ""), frozenset(), Access.PRIVATE, declared=False)
+
+
+def cache_control(auth_mode: str, *, seconds: int, immutable: bool = False) -> str:
+    """Cache-Control of a response only this instance's users may see.
+
+    With auth on it is `private`: a browser may keep it, a shared proxy must not hand it to
+    whoever asks next.
+    """
+    scope = "public" if auth_mode == "off" else "private"
+    return f"{scope}, max-age={seconds}" + (", immutable" if immutable else "")

@@ -29,6 +29,7 @@ from memesearch.web.schemas import ErrorResponse
 from memesearch.web.state import StateDep
 
 COOKIE = "memesearch_session"
+_MAX_EXPIRY_DIGITS = 12  # seconds since 1970: good for the next 30,000 years
 
 router = APIRouter(include_in_schema=False)
 
@@ -71,7 +72,11 @@ class Gate:
     def session_ok(self, value: str) -> bool:
         """Whether a session cookie is ours and not expired."""
         expires, _, signature = value.partition(".")
-        if not expires.isdigit() or int(expires) < time.time():
+        # ASCII digits only ("²³".isdigit() is true, and int() refuses it), and a length a
+        # timestamp can have (int() refuses 4,300+ digits): anything else is simply not ours.
+        if not (expires.isascii() and expires.isdigit()) or len(expires) > _MAX_EXPIRY_DIGITS:
+            return False
+        if int(expires) < time.time():
             return False
         return _same(signature, self._sign(expires))
 

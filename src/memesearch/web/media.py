@@ -9,13 +9,13 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from fastapi.responses import FileResponse
 
 from memesearch.records import FileRow, FileState
-from memesearch.web.access import Access, declare
+from memesearch.web.access import Access, cache_control, declare
 from memesearch.web.library_files import UnsafePathError, content_type_for, etag_for, library_file
 from memesearch.web.state import AppState, StateDep
 
 router = APIRouter(include_in_schema=False)
-_ORIGINAL_CACHE = "public, max-age=3600"
-_VERSIONED_CACHE = "public, max-age=31536000, immutable"
+_ORIGINAL_SECONDS = 3600  # the file may be replaced under the same path
+_VERSIONED_SECONDS = 31_536_000  # the URL names the content: it never changes
 
 
 @router.get("/media/{path:path}", **declare(Access.PRIVATE))
@@ -24,7 +24,8 @@ async def original(path: str, request: Request, state: StateDep) -> Response:
     row = await asyncio.to_thread(state.services.repo.file_by_path, path=path)
     if row is None or row.state is not FileState.OK:
         raise _not_found()
-    return _serve(request, _original_file(state, row), _ORIGINAL_CACHE)
+    cache = cache_control(state.settings.server.auth.mode, seconds=_ORIGINAL_SECONDS)
+    return _serve(request, _original_file(state, row), cache)
 
 
 @router.get("/thumbs/{image_id}.{extension}", **declare(Access.PRIVATE))
@@ -36,7 +37,11 @@ async def thumbnail(
     if row is None or row.state is not FileState.OK or row.content_hash is None:
         raise _not_found()
     versioned = bool(v) and row.content_hash.startswith(v)
-    cache = _VERSIONED_CACHE if versioned else _ORIGINAL_CACHE
+    mode = state.settings.server.auth.mode
+    if versioned:
+        cache = cache_control(mode, seconds=_VERSIONED_SECONDS, immutable=True)
+    else:
+        cache = cache_control(mode, seconds=_ORIGINAL_SECONDS)
     thumb = state.thumbnailer.thumbnails.path_for(row.content_hash)
     if await asyncio.to_thread(thumb.is_file):
         return _serve(request, thumb, cache)

@@ -19,7 +19,7 @@ from starlette.datastructures import QueryParams
 from memesearch.errors import MemesearchError, QueryError
 from memesearch.search.query import ImageIdTerm, ImageTerm, Term, TextTerm
 from memesearch.search.service import MAX_WINDOW, SearchPage
-from memesearch.web.access import Access, declare
+from memesearch.web.access import Access, cache_control, declare
 from memesearch.web.errors import PayloadTooLarge, status_for
 from memesearch.web.state import AppState, StateDep
 from memesearch.web.uploads import is_upload_hash, media_type
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 PAGE_SIZE = 36
-_IMMUTABLE = "public, max-age=31536000, immutable"
+_YEAR = 31_536_000
 _NO_STORE = {"Cache-Control": "no-store"}
 _PHASES = {"scan": "Scanning", "hash": "Hashing", "embed": "Embedding", "done": "Finishing"}
 
@@ -198,7 +198,8 @@ async def uploaded(key: str, state: StateDep) -> Response:
     data = await asyncio.to_thread(state.uploads.get, key) if is_upload_hash(key) else None
     if data is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no uploaded image has this hash")
-    headers = {"Cache-Control": _IMMUTABLE, "X-Content-Type-Options": "nosniff"}
+    cache = cache_control(state.settings.server.auth.mode, seconds=_YEAR, immutable=True)
+    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
     return Response(data, media_type=media_type(data), headers=headers)
 
 

@@ -9,7 +9,14 @@ from typing import Annotated, Final
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from memesearch.errors import QueryError
-from memesearch.search.query import EmbeddingTerm, ImageIdTerm, ImageTerm, Term, TextTerm
+from memesearch.search.query import (
+    MAX_TEXT_CHARS,
+    EmbeddingTerm,
+    ImageIdTerm,
+    ImageTerm,
+    Term,
+    TextTerm,
+)
 from memesearch.search.service import MAX_K, MAX_WINDOW
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
@@ -47,7 +54,9 @@ class TermIn(_Strict):
         },
     )
 
-    text: str | None = Field(default=None, max_length=2000, examples=["cat wearing sunglasses"])
+    text: str | None = Field(
+        default=None, max_length=MAX_TEXT_CHARS, examples=["cat wearing sunglasses"]
+    )
     image: str | None = Field(default=None, description="Base64-encoded image file.")
     image_id: int | None = Field(
         default=None, ge=0, le=MAX_SQL_INT, description="Id of an indexed image."
