@@ -62,7 +62,7 @@ def test_a_loaded_index_answers_exactly_like_the_saved_one(kind: IndexKind, tmp_
 
 def test_the_stamp_says_what_the_file_holds(kind: IndexKind, saved: Path) -> None:
     assert read_stamp(saved) == IndexStamp(
-        format=2,
+        format=3,
         store_id="store-a",
         model_id="model-a",
         dim=DIM,
@@ -137,7 +137,8 @@ BAD_STAMPS: dict[str, Callable[[bytes], bytes]] = {
     "garbled stamp": lambda file: file[: len(MAGIC) + 9] + b"\xff\xfe" + file[len(MAGIC) + 11 :],
     "huge stamp length": lambda file: MAGIC + struct.pack("<Q", 2**60) + file[len(MAGIC) + 8 :],
     "stamp not an object": lambda file: stamped([1, 2], split(file)[1]),  # type: ignore[arg-type]
-    "newer format": with_stamp(format=3),
+    "newer format": with_stamp(format=4),
+    "older format, without a digest": with_stamp(format=2),
     "older format, without the database id": lambda file: with_stamp(format=1)(
         without("store_id")(file)
     ),
@@ -153,7 +154,15 @@ BAD_DATA: dict[str, Callable[[bytes], bytes]] = {
     "stamp counts other data": with_stamp(count=12),
     "stamp names the other kind": other_kind,
     "stamp of another dimension": with_stamp(dim=DIM * 2),
+    "a byte flipped in the data": lambda file: flip(file, len(file) - 4000),
+    "a byte flipped in the digest": lambda file: flip(file, len(file) - 1),
+    "bytes after the digest": lambda file: file + b"\0",
 }
+
+
+def flip(file: bytes, at: int) -> bytes:
+    """`file` with one byte changed, as a bad sector or a stray write leaves it."""
+    return file[:at] + bytes([file[at] ^ 0x40]) + file[at + 1 :]
 
 
 @pytest.mark.parametrize("damage", list(BAD_STAMPS))

@@ -2,7 +2,9 @@
 
 Layout: a magic line, an 8-byte length, a JSON stamp (format, the database's id, model,
 dimension, kind, size and the store generation the index reflects), then FAISS's own
-serialisation. The file is written to a temporary name and renamed into place, so a crash leaves
+serialisation, then the BLAKE3 digest of that serialisation: bytes flipped on disk would load
+without complaint and answer wrongly for good, so a file whose data does not match is rebuilt.
+The file is written to a temporary name and renamed into place, so a crash leaves
 the old file or the new one. A stamp whose generation differs from the store's means writes
 happened that the file lacks; one with another database id was built from another database
 (e.g. one deleted and indexed anew, which reaches the same generations again).
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, get_type_hints
 
 import faiss
+from blake3 import blake3
 
 from memesearch.index.ivf import is_ivf
 from memesearch.index.vector_index import IndexKind, IndexState, VectorIndex
@@ -26,9 +29,10 @@ from memesearch.index.vector_index import IndexKind, IndexState, VectorIndex
 log = logging.getLogger(__name__)
 
 MAGIC = b"memesearch faiss index\n"
-FORMAT = 2  # 2: the stamp names the database (store_id)
+FORMAT = 3  # 2: the stamp names the database (store_id); 3: a digest follows the data
 _LENGTH = struct.Struct("<Q")
 _MAX_STAMP = 1 << 20
+_DIGEST_SIZE = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +76,19 @@ def save_index(
         file.write(MAGIC + _LENGTH.pack(len(encoded)) + encoded)
         stamps.append(stamp)
 
+    digest = blake3()
+
+    def write_data(chunk: bytes) -> int:
+        if stamps:  # after the header: FAISS's data, which the digest covers
+            digest.update(chunk)
+        return file.write(chunk)
+
     try:
         with open(temporary, "wb") as file:
-            index.write(faiss.PyCallbackIOWriter(file.write), header)  # type: ignore[attr-defined]
+            writer = faiss.PyCallbackIOWriter(write_data)  # type: ignore[attr-defined]
+            index.write(writer, header)
+            del writer  # flushes what FAISS still buffers
+            file.write(digest.digest())
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
@@ -104,13 +118,22 @@ def load_index(path: Path) -> tuple[IndexStamp, Any]:
     """The stamp and the FAISS index saved at `path` (raises OSError/ValueError if unreadable)."""
     with open(path, "rb") as file:
         stamp = _read_stamp(file)
+        digest = blake3()
+
+        def read_data(size: int) -> bytes:
+            chunk = file.read(size)
+            digest.update(chunk)
+            return chunk
+
         try:
-            reader = faiss.PyCallbackIOReader(file.read)  # type: ignore[attr-defined]
+            reader = faiss.PyCallbackIOReader(read_data)  # type: ignore[attr-defined]
             index = faiss.read_index(reader)
         except RuntimeError as exc:  # FAISS reports truncated or corrupt data this way
             raise ValueError(f"corrupt index data ({exc})") from exc
         except MemoryError as exc:  # a damaged list size asks for an absurd allocation
             raise ValueError("corrupt index data (impossible sizes)") from exc
+        if file.read(_DIGEST_SIZE + 1) != digest.digest():  # and nothing after it
+            raise ValueError("corrupt index data (its digest does not match)")
     kind = IndexKind.IVF if is_ivf(index) else IndexKind.FLAT
     if index.d != stamp.dim or index.ntotal != stamp.count or kind != stamp.kind:
         raise ValueError("index data does not match its stamp")
