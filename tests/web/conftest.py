@@ -32,7 +32,7 @@ class Served:
 
 
 def app_settings(
-    root: Path, library: Path, model_dir: Path, **sections: dict[str, object]
+    root: Path, library: Path, model_dir: Path, /, **sections: dict[str, object]
 ) -> Settings:
     """Settings for an app over `library`, its data under `root`; `sections` add or override."""
     config: dict[str, dict[str, object]] = {

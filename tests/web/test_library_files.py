@@ -101,6 +101,24 @@ def test_symlink_inside_the_library_to_a_file_outside_is_refused(
     assert library_file(library, "a/up/library/cat.png") == (library / "cat.png").resolve()
 
 
+def test_a_followed_link_out_serves_only_the_file_that_was_indexed(
+    library: Path, tmp_path: Path
+) -> None:
+    """With follow_symlinks, what the indexer reached through a link is served, nothing else."""
+    (library / "a" / "up").symlink_to(tmp_path)
+    secret = tmp_path / "secret.txt"
+    indexed = (secret.stat().st_size, secret.stat().st_mtime_ns)
+    found = library_file(library, "a/up/secret.txt", follow_symlinks=True, indexed_as=indexed)
+    assert found == secret.resolve()
+    with pytest.raises(UnsafePathError, match="resolves outside"):  # not indexed: no stat known
+        library_file(library, "a/up/secret.txt", follow_symlinks=True)
+    with pytest.raises(UnsafePathError, match="resolves outside"):  # links not followed
+        library_file(library, "a/up/secret.txt", indexed_as=indexed)
+    secret.write_text("changed since it was indexed, or a link turned elsewhere")
+    with pytest.raises(UnsafePathError, match="not indexed"):
+        library_file(library, "a/up/secret.txt", follow_symlinks=True, indexed_as=indexed)
+
+
 def test_symlink_inside_the_library_to_a_file_inside_is_served(library: Path) -> None:
     (library / "alias.jpg").symlink_to(library / "a" / "b" / "dog.jpg")
     (library / "shortcut").symlink_to(Path("a") / "b")

@@ -9,10 +9,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 
+from memesearch.web.app import create_app
 from tests.corpus import write_image
-from tests.web.conftest import Served, served_app
+from tests.support import wait_idle
+from tests.web.conftest import Served, app_settings, served_app
 
 
 @pytest.fixture(scope="module")
@@ -146,3 +149,19 @@ def test_deleting_a_file_removes_its_thumbnail(media: Served) -> None:
 
 def _b64(path: Path) -> str:
     return base64.b64encode(path.read_bytes()).decode()
+
+
+def test_files_indexed_through_a_followed_link_are_served(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    library, outside = tmp_path / "memes", tmp_path / "elsewhere"
+    write_image(library / "own.png", seed=1)
+    linked = write_image(outside / "linked.png", seed=2)
+    (library / "shared").symlink_to(outside)
+    settings = app_settings(tmp_path, library, tiny_model_dir, library={"follow_symlinks": True})
+    with TestClient(create_app(settings)) as client:
+        client.portal.call(wait_idle, client.app_state["app"].live)  # type: ignore[union-attr]
+        assert client.get("/api/status").json()["indexed"] == 2
+        response = client.get("/media/shared/linked.png")
+        assert response.status_code == 200 and response.content == linked.read_bytes()
+        assert client.get("/media/own.png").status_code == 200

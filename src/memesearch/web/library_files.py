@@ -22,22 +22,38 @@ class UnsafePathError(MemesearchError):
     """A requested media path is not a servable file inside the library; the message says why."""
 
 
-def library_file(root: Path, relative: str, *, allow_hidden: bool = False) -> Path:
-    """Real path of an existing regular file inside `root`, named by a '/'-separated path."""
+def library_file(
+    root: Path,
+    relative: str,
+    *,
+    allow_hidden: bool = False,
+    follow_symlinks: bool = False,
+    indexed_as: tuple[int, int] | None = None,
+) -> Path:
+    """Real path of an existing regular file of the library, named by a '/'-separated path.
+
+    A path that leads out of `root` through a symlink is refused, unless the library follows
+    symlinks (the indexer went there on purpose) and the file is still the one that was
+    indexed: `indexed_as` is its (size, mtime_ns) then, and a link turned elsewhere since, or a
+    file changed since, is refused until the indexer has looked at it again.
+    """
     segments = _checked_segments(relative, allow_hidden)
     base = Path(os.path.realpath(root))
     # realpath follows every symlink, so a link inside the library that leads out is caught here.
     resolved = Path(os.path.realpath(base.joinpath(*segments)))
-    if not resolved.is_relative_to(base):
+    inside = resolved.is_relative_to(base)
+    if not inside and (not follow_symlinks or indexed_as is None):
         raise UnsafePathError(f"{relative!r} resolves outside the library")
-    if not allow_hidden and _has_hidden(resolved.relative_to(base).parts):
+    if inside and not allow_hidden and _has_hidden(resolved.relative_to(base).parts):
         raise UnsafePathError(f"{relative!r} resolves to a hidden file")
     try:
-        mode = os.stat(resolved).st_mode
+        info = os.stat(resolved)
     except OSError as exc:
         raise UnsafePathError(f"{relative!r} cannot be read: {exc.strerror or exc}") from exc
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(info.st_mode):
         raise UnsafePathError(f"{relative!r} is not a regular file")
+    if not inside and (info.st_size, info.st_mtime_ns) != indexed_as:
+        raise UnsafePathError(f"{relative!r} leads out of the library to a file not indexed")
     return resolved
 
 

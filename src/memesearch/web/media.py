@@ -55,7 +55,13 @@ async def thumbnail(
 def _original_file(state: AppState, row: FileRow) -> Path:
     lib = state.settings.library
     try:
-        return library_file(lib.path, row.path, allow_hidden=lib.include_hidden)
+        return library_file(
+            lib.path,
+            row.path,
+            allow_hidden=lib.include_hidden,
+            follow_symlinks=lib.follow_symlinks,
+            indexed_as=(row.size, row.mtime_ns),
+        )
     except UnsafePathError as exc:
         raise _not_found() from exc
 
