@@ -16,9 +16,11 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from memesearch.images.decode import content_hash
+from memesearch.images.decode import DecodeLimits, content_hash
+from memesearch.images.thumbnails import ThumbnailSpec
 from memesearch.records import EmbeddedFile, FileInfo, FileRow
 from memesearch.web.app import create_app
+from memesearch.web.thumbnailer import ThumbnailBackfill
 from memesearch.web.urls import thumbnail_url
 from tests.corpus import encode, make_corpus, picture, write_image
 from tests.web.conftest import Served, app_settings
@@ -200,3 +202,20 @@ def test_a_vanished_original_is_not_found(lib: Library) -> None:
     lib.thumb_path("gone.png").unlink()
     path.unlink()
     assert lib.served.client.get(url).status_code == 404
+
+
+async def test_a_full_disk_is_retried_not_remembered(tmp_path: Path) -> None:
+    """A thumbnail that cannot be stored leaves the image to its original only for a while."""
+    image = write_image(tmp_path / "photo.jpg", seed=5, size=(900, 700), fmt="JPEG")
+    digest = content_hash(image.read_bytes())
+    spec = ThumbnailSpec(folder=tmp_path / "thumbs", width=128)
+    backfill = ThumbnailBackfill(spec, DecodeLimits(), max_decodes=1, retry_writes_after=3600)
+    blocker = spec.path_for(digest).parent  # a file where its folder should be: ENOTDIR
+    blocker.parent.mkdir(parents=True)
+    blocker.write_bytes(b"")
+    assert await backfill.ensure(image, digest) is False  # served as the original meanwhile
+    assert await backfill.ensure(image, digest) is False and backfill.decodes == 1  # no retry yet
+    blocker.unlink()  # space is back
+    backfill._writes_blocked_until = 0.0  # the hour is over
+    assert await backfill.ensure(image, digest) is True
+    assert spec.path_for(digest).is_file() and backfill.decodes == 2

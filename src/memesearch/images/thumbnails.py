@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from PIL import Image
 
-from memesearch.errors import ImageDecodeError
+from memesearch.errors import ImageDecodeError, MemesearchError
 from memesearch.files import write_atomically
 from memesearch.images.decode import (
     PILLOW_ERRORS,
@@ -98,24 +98,42 @@ def fit_to_serve(
     return data if serves_itself and width <= thumbnails.width else None
 
 
+class ThumbnailWriteError(MemesearchError):
+    """A thumbnail was made but could not be stored (disk full, folder gone): worth a retry."""
+
+
 def write_thumbnail(
     image: Image.Image, thumbnails: ThumbnailSpec, digest: str, original: bytes | None
 ) -> tuple[str | None, str | None]:
     """Write the thumbnail unless `original` (fit to serve as is) weighs no more: (ext, error)."""
     try:
+        return store_thumbnail(image, thumbnails, digest, original), None
+    except (ImageDecodeError, ThumbnailWriteError) as exc:
+        return None, str(exc)
+
+
+def store_thumbnail(
+    image: Image.Image, thumbnails: ThumbnailSpec, digest: str, original: bytes | None
+) -> str | None:
+    """Like `write_thumbnail`, raising: ImageDecodeError for the image, ThumbnailWriteError for
+    the disk; the extension written, or None when the original serves as its own thumbnail."""
+    try:
         encoded = _encode_thumbnail(image, thumbnails)
-    except MemoryError:
-        return None, "cannot make thumbnail: not enough memory"
+    except MemoryError as exc:
+        raise ImageDecodeError("cannot make thumbnail: not enough memory") from exc
     except _THUMBNAIL_ERRORS as exc:
-        return None, f"cannot make thumbnail: {str(exc).strip() or type(exc).__name__}"
+        detail = str(exc).strip() or type(exc).__name__
+        raise ImageDecodeError(f"cannot make thumbnail: {detail}") from exc
     if original is not None and len(original) <= len(encoded):
-        return None, None
+        return None
     target = thumbnails.path_for(digest)
     try:
         write_atomically(target, encoded)
     except OSError as exc:
-        return None, f"cannot write thumbnail {target}: {exc.strerror or exc}"
-    return thumbnails.extension, None
+        raise ThumbnailWriteError(
+            f"cannot write thumbnail {target}: {exc.strerror or exc}"
+        ) from exc
+    return thumbnails.extension
 
 
 def _encode_thumbnail(image: Image.Image, thumbnails: ThumbnailSpec) -> bytes:
@@ -164,7 +182,8 @@ def make_thumbnail(
 ) -> Backfilled:
     """Make the thumbnail of the file at `path` as indexing does, if it still hashes to `digest`.
 
-    ImageDecodeError (FileVanishedError when it is gone) if it cannot be read, decoded or written.
+    ImageDecodeError (FileVanishedError when it is gone) if it cannot be read or decoded,
+    ThumbnailWriteError if the thumbnail cannot be stored.
     """
     data = read_file(path, limits)
     # A thumbnail of other content stored under this hash would sit behind an immutable URL;
@@ -179,7 +198,5 @@ def make_thumbnail(
         with decode_errors("image could not be processed"):
             displayed = upright(image, orientation)
         original = fit_to_serve(data, image_format, width, orientation, thumbnails)
-        extension, error = write_thumbnail(displayed, thumbnails, digest, original)
-    if error is not None:
-        raise ImageDecodeError(error)
+        extension = store_thumbnail(displayed, thumbnails, digest, original)
     return Backfilled.ORIGINAL if extension is None else Backfilled.WRITTEN

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 
 from memesearch.errors import ImageDecodeError
 from memesearch.images.decode import DecodeLimits, FileVanishedError
-from memesearch.images.thumbnails import Backfilled, ThumbnailSpec, make_thumbnail
+from memesearch.images.thumbnails import (
+    Backfilled,
+    ThumbnailSpec,
+    ThumbnailWriteError,
+    make_thumbnail,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,7 @@ class ThumbnailBackfill:
         *,
         max_decodes: int,
         memory: int = 100_000,
+        retry_writes_after: float = 30.0,
     ) -> None:
         self.thumbnails = thumbnails
         self.limits = limits
@@ -33,10 +40,14 @@ class ThumbnailBackfill:
         # undecodable), oldest first; bounded, and forgotten on restart.
         self._originals: dict[str, None] = {}
         self._memory = memory
+        # A thumbnail that cannot be stored (disk full) is no reason to give its image up: no
+        # decodes meanwhile (every grid would pay for them), then try again.
+        self._retry_writes_after = retry_writes_after
+        self._writes_blocked_until = 0.0
 
     async def ensure(self, original: Path, digest: str) -> bool:
         """Whether the thumbnail of `digest` is on disk, made from `original` now if missing."""
-        if digest in self._originals:
+        if digest in self._originals or time.monotonic() < self._writes_blocked_until:
             return False
         task = self._running.get(digest)
         if task is None:
@@ -57,6 +68,10 @@ class ThumbnailBackfill:
                     make_thumbnail, original, digest, self.thumbnails, self.limits
                 )
             except FileVanishedError:
+                return False
+            except ThumbnailWriteError as exc:
+                log.warning("%s; serving originals for now, trying again later", exc)
+                self._writes_blocked_until = time.monotonic() + self._retry_writes_after
                 return False
             except ImageDecodeError as exc:
                 log.warning("no thumbnail for %s, serving the original: %s", original, exc)
