@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import OperationalError
+
 from memesearch.config import Settings, load_settings
-from memesearch.ingest.live import LiveIndexer
+from memesearch.ingest.live import LiveIndexer, describe_failure
 from memesearch.search.query import ImageTerm
 from memesearch.search.service import SearchService
 from memesearch.services import Services, open_services
@@ -210,3 +214,46 @@ async def test_the_watcher_looks_only_at_what_changed_folders_included(
 
         await eventually(left)
         assert run.live.status.last_error is None
+
+
+async def test_a_failed_pass_is_tried_again_without_any_other_event(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    """No watcher, no timer: only the retry of the failed pass can find the meme."""
+    config = live_config(tmp_path, library, tiny_model_dir, watch=False, rescan_minutes=0)
+    settings = load_settings(config)
+    library.rmdir()  # the drive is not mounted yet
+    async with running(settings) as run:
+
+        async def failed() -> bool:
+            return run.live.status.last_error is not None
+
+        await eventually(failed)
+        status = run.live.status
+        assert status.last_error is not None and "cannot be read" in status.last_error
+        assert status.failing_since is not None and status.retry_at is not None
+        assert status.retry_at > status.finished_at  # type: ignore[operator]
+        image = write_image(library / "back.png", seed=3)  # mounted again
+
+        async def indexed() -> bool:
+            return await top_path(run.search, image) == "back.png"
+
+        await eventually(indexed)
+        status = await wait_idle(run.live)
+        assert (status.last_error, status.failing_since, status.retry_at) == (None, None, None)
+
+
+def test_failures_are_described_by_their_cause() -> None:
+    disk_full = OSError(errno.ENOSPC, "No space left on device", "/data/thumbs/ab")
+    grouped = ExceptionGroup("unhandled errors in a TaskGroup", [disk_full])
+    assert describe_failure(grouped) == "disk full (/data/thumbs/ab): No space left on device"
+    locked = OperationalError(
+        "INSERT INTO files …", {}, sqlite3.OperationalError("database is locked")
+    )
+    assert describe_failure(ExceptionGroup("x", [ExceptionGroup("y", [locked])])) == (
+        "database error: database is locked"
+    )
+    assert describe_failure(PermissionError(errno.EACCES, "Permission denied", "/m")) == (
+        "Permission denied (/m)"
+    )
+    assert describe_failure(KeyError("x")) == "unexpected error: KeyError: 'x'"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import time
@@ -20,6 +21,9 @@ from memesearch.ingest.pipeline import Indexer, IndexReport, Phase, Progress
 log = logging.getLogger(__name__)
 # A watcher batch with more changed paths than this starts a pass over the whole library.
 WATCH_BURST: Final = 1000
+# A failed pass is tried again after this many seconds, doubling up to the most.
+RETRY_FIRST_SECONDS: Final = 2.0
+RETRY_MOST_SECONDS: Final = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,8 @@ class IndexingStatus:
     last_report: IndexReport | None = None
     last_error: str | None = None
     finished_at: float | None = None
+    failing_since: float | None = None  # when the passes began to fail (unix time)
+    retry_at: float | None = None  # when a failed pass is tried again (unix time)
 
     @property
     def pending(self) -> int:
@@ -67,6 +73,8 @@ class LiveIndexer:
         # What the next pass covers: paths the watcher reported, or None for the whole library.
         self._pending: set[str] | None = set()
         self._deferred: set[str] = set()  # files that were still being written, to look at again
+        self._failures = 0  # passes failed in a row
+        self._after_failure: asyncio.TimerHandle | None = None
         self.status = IndexingStatus()
 
     def start(self) -> None:
@@ -104,6 +112,8 @@ class LiveIndexer:
         """Stop everything; a pass in progress stops between batches, its batches kept."""
         self._stop.set()
         self._schedule_retry(None)
+        if self._after_failure is not None:
+            self._after_failure.cancel()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -170,11 +180,16 @@ class LiveIndexer:
         except MemesearchError as exc:
             error = str(exc)
             log.error("indexing pass failed: %s", exc)
-        except Exception as exc:  # a bug must not kill the server's indexing loop
-            error = f"unexpected error: {exc.__class__.__name__}: {exc}"
-            log.exception("indexing pass crashed")
-        if report is None and scope is not None and self._pending is not None:
-            self._pending |= scope  # not lost: the next pass, whatever asks for it, covers them
+        except Exception as exc:  # a bug or the disk must not kill the server's indexing loop
+            error = describe_failure(exc)
+            log.exception("indexing pass failed: %s", error)
+        if report is None:  # not lost: the next pass, whatever asks for it, covers the scope
+            if scope is None:
+                self._pending = None
+            elif self._pending is not None:
+                self._pending |= scope
+        now = time.time()
+        retry_in = self._after(failed=report is None)
         self.status = replace(
             self.status,
             indexing=False,
@@ -182,7 +197,9 @@ class LiveIndexer:
             runs=self.status.runs + 1,
             last_report=report or self.status.last_report,
             last_error=error,
-            finished_at=time.time(),
+            finished_at=now,
+            failing_since=None if report else (self.status.failing_since or now),
+            retry_at=None if retry_in is None else now + retry_in,
         )
         if self._after_pass is not None:
             try:  # a failed pass may still have stored some batches
@@ -206,6 +223,24 @@ class LiveIndexer:
             settle = self._settings.indexer.settle_seconds
             self._schedule_retry(settle + 1 if self._deferred else None)
 
+    def _after(self, *, failed: bool) -> float | None:
+        """After a failed pass, schedule the same pass again with backoff; its delay, or None."""
+        if self._after_failure is not None:
+            self._after_failure.cancel()
+            self._after_failure = None
+        if not failed:
+            self._failures = 0
+            return None
+        self._failures += 1
+        delay: float = min(RETRY_FIRST_SECONDS * 2.0 ** (self._failures - 1), RETRY_MOST_SECONDS)
+
+        def again() -> None:  # the failed pass's scope waits in `_pending`
+            self._after_failure = None
+            self._wake.set()
+
+        self._after_failure = asyncio.get_running_loop().call_later(delay, again)
+        return delay
+
     def _schedule_retry(self, delay: float | None) -> None:
         """Replace the pending retry with one in `delay` seconds, or none."""
         if self._retry is not None:
@@ -222,3 +257,18 @@ class LiveIndexer:
 def _within(path: str, scope: Iterable[str]) -> bool:
     """Whether a pass over `scope` looked at `path`."""
     return any(path == top or path.startswith(top + "/") for top in scope)
+
+
+def describe_failure(error: BaseException) -> str:
+    """What went wrong, in words: the cause inside task groups and database wrappers."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]  # "unhandled errors in a TaskGroup" says nothing
+    cause = getattr(error, "orig", None)  # SQLAlchemy wraps the driver's error
+    if isinstance(cause, BaseException):
+        return f"database error: {cause}"
+    if isinstance(error, OSError):
+        where = f" ({error.filename})" if error.filename else ""
+        if error.errno == errno.ENOSPC:
+            return f"disk full{where}: {error.strerror}"
+        return f"{error.strerror or error}{where}"
+    return f"unexpected error: {error.__class__.__name__}: {error}"

@@ -187,6 +187,8 @@ async def status_(state: StateDep) -> StatusResponse:
         progress_done=live.done,
         progress_total=live.total,
         last_error=live.last_error,
+        failing_since=live.failing_since,
+        retry_at=live.retry_at,
         index=_index_status(services.keeper.status()),
     )
 

@@ -191,6 +191,12 @@ class StatusResponse(BaseModel):
     progress_done: int
     progress_total: int
     last_error: str | None
+    failing_since: float | None = Field(
+        default=None, description="Unix time since when indexing passes fail, if they do"
+    )
+    retry_at: float | None = Field(
+        default=None, description="Unix time the failed pass is tried again (backoff, ≤ 5 min)"
+    )
     index: IndexStatus
 
 
