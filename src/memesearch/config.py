@@ -176,12 +176,19 @@ class ServerSettings(_Section):
     max_terms: int = Field(default=16, ge=1, le=256)
     search_batch_wait_ms: float = Field(default=0.0, ge=0, le=1000)
     upload_cache_mb: float = Field(default=256.0, ge=0)
+    max_query_megapixels: float = Field(default=50.0, gt=0)
+    query_decodes: int = Field(default=2, ge=1, le=64)
     auth: AuthSettings = AuthSettings()
 
     @property
     def max_body_bytes(self) -> int:
         """`max_body_mb` in bytes."""
         return mebibytes(self.max_body_mb)
+
+    @property
+    def max_query_pixels(self) -> int:
+        """`max_query_megapixels` in pixels."""
+        return int(self.max_query_megapixels * 1_000_000)
 
     @property
     def upload_cache_bytes(self) -> int:

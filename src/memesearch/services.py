@@ -69,7 +69,14 @@ class Services:
 
     async def search_service(self) -> SearchService:
         """Search over the in-memory index."""
-        encoder = QueryEncoder(self.runtime, self.repo, limits=self.limits)
+        server = self.settings.server
+        # A query image is decoded while people wait: a lower pixel cap than the library's, and
+        # a few decodes at a time, so one client's huge images cannot starve the others.
+        limits = DecodeLimits(
+            max_file_bytes=self.limits.max_file_bytes,
+            max_pixels=min(self.limits.max_pixels, server.max_query_pixels),
+        )
+        encoder = QueryEncoder(self.runtime, self.repo, limits=limits, decodes=server.query_decodes)
         return SearchService(
             await self.index(),
             self.repo,

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 from collections.abc import Iterator
 
 import pytest
+from PIL import Image
 
 from tests.corpus import write_image
 from tests.web.conftest import Served
@@ -270,3 +272,16 @@ def test_long_texts_are_refused_on_every_route_before_the_model(served: Served) 
     json_api = client.post("/api/search", json={"terms": [{"text": huge}]})
     assert json_api.status_code == 422
     assert client.post("/api/search", json={"terms": [{"text": "x" * 2000}]}).status_code == 200
+
+
+def test_query_images_have_their_own_lower_pixel_cap(served: Served) -> None:
+    """A tiny file may claim a huge picture: a query image over the query cap is refused early."""
+    bomb = io.BytesIO()
+    Image.new("1", (10_000, 6_000)).save(bomb, format="PNG")  # 60 MP in ~10 KB
+    assert len(bomb.getvalue()) < 100_000
+    payload = base64.b64encode(bomb.getvalue()).decode()
+    response = served.client.post("/api/search", json={"terms": [{"image": payload}]})
+    assert response.status_code == 422
+    assert "over the limit of 50.0 MP" in response.json()["detail"]
+    files = [("images", ("bomb.png", bomb.getvalue(), "image/png"))]
+    assert served.client.post("/api/search/upload", files=files).status_code == 422

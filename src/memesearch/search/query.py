@@ -71,10 +71,13 @@ Term: TypeAlias = TextTerm | ImageTerm | ImageIdTerm | EmbeddingTerm
 class QueryEncoder:
     """Embeds each term and combines them: normalise(Σ weight · normalise(term))."""
 
-    def __init__(self, runtime: ModelRuntime, repo: Repository, *, limits: DecodeLimits) -> None:
+    def __init__(
+        self, runtime: ModelRuntime, repo: Repository, *, limits: DecodeLimits, decodes: int = 2
+    ) -> None:
         self._runtime = runtime
         self._repo = repo
         self._limits = limits
+        self._decodes = asyncio.Semaphore(decodes)  # a decoded image can take hundreds of MB
         self._space = VectorSpace(runtime.info.model_id, runtime.info.dim)
 
     async def encode(self, terms: Sequence[Term]) -> np.ndarray:
@@ -110,12 +113,14 @@ class QueryEncoder:
             vectors[[i for i, _ in texts]] = embedded
         if images:
             spec = batcher.embedder.preprocess
-            pixels = await asyncio.gather(
-                *(asyncio.to_thread(self._decode, i, data, spec) for i, data in images)
-            )
+            pixels = await asyncio.gather(*(self._decoded(i, data, spec) for i, data in images))
             embedded = await batcher.embed_images(np.stack(pixels), priority=Priority.QUERY)
             vectors[[i for i, _ in images]] = embedded
         return vectors
+
+    async def _decoded(self, position: int, data: bytes, spec: PreprocessSpec) -> np.ndarray:
+        async with self._decodes:
+            return await asyncio.to_thread(self._decode, position, data, spec)
 
     def _decode(self, position: int, data: bytes, spec: PreprocessSpec) -> np.ndarray:
         try:
