@@ -135,3 +135,18 @@ async def test_empty_request_needs_no_forward_pass() -> None:
         result = await batcher.embed_texts([])
     assert result.shape == (0, DIM)
     assert fake.calls == []
+
+
+async def test_stalled_for_counts_from_the_oldest_unanswered_request() -> None:
+    fake = RecordingEmbedder()
+    fake.gate.clear()  # the model hangs
+    async with MicroBatcher(fake, max_batch_size=4, max_wait_ms=0) as batcher:
+        assert batcher.stalled_for() == 0.0
+        first = asyncio.ensure_future(batcher.embed_texts(["a"]))
+        await asyncio.to_thread(fake.entered.wait, 5)  # in a forward pass now
+        second = asyncio.ensure_future(batcher.embed_texts(["b"]))
+        await asyncio.sleep(0.05)
+        assert batcher.stalled_for() >= 0.05  # measured from the one in the forward pass
+        fake.gate.set()
+        await asyncio.gather(first, second)
+        assert batcher.stalled_for() == 0.0

@@ -18,7 +18,7 @@ from tests.web.conftest import Served, app_settings, served_app
 
 # The writes a read-only instance refuses: what stores files or starts work.
 WRITES = {("POST", "/api/reindex"), ("POST", "/api/search/upload"), ("POST", "/upload")}
-PUBLIC = {("GET", "/healthz"), ("GET", "/login"), ("POST", "/login")}
+PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/login"), ("POST", "/login")}
 
 
 def table(app: FastAPI) -> list[RouteRule]:

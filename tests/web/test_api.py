@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
+from memesearch.web.app import readiness
 from tests.corpus import write_image
 from tests.web.conftest import Served
 
@@ -217,6 +218,8 @@ def test_original_project_query_format(served: Served) -> None:
 
 def test_health_metrics_and_openapi(served: Served) -> None:
     assert served.client.get("/healthz").json() == {"status": "ok"}
+    ready = served.client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
     served.client.post("/api/search", json={"terms": [{"text": "cat"}, {"image_id": 1}]})
     metrics = served.client.get("/metrics").text
     for name in (
@@ -285,3 +288,9 @@ def test_query_images_have_their_own_lower_pixel_cap(served: Served) -> None:
     assert "over the limit of 50.0 MP" in response.json()["detail"]
     files = [("images", ("bomb.png", bomb.getvalue(), "image/png"))]
     assert served.client.post("/api/search/upload", files=files).status_code == 422
+
+
+def test_readiness_says_when_the_model_is_stuck() -> None:
+    assert readiness(0.2, 3) == (True, "the model answers (3 items waiting)")
+    ready, detail = readiness(42.4, 120)
+    assert not ready and detail == "no answer from the model for 42 s (120 items waiting)"

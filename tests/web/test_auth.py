@@ -19,7 +19,7 @@ from memesearch.web.schemas import ErrorResponse
 from tests.web.conftest import Served, served_app
 
 TOKEN = "correct-horse-battery-staple"
-PUBLIC = {"/healthz", "/login"}
+PUBLIC = {"/healthz", "/readyz", "/login"}
 
 
 def flatten(routes: list[BaseRoute]) -> list[BaseRoute]:
@@ -179,7 +179,7 @@ def test_basic_mode_challenges_and_admits(basic_mode: Served) -> None:
     client = basic_mode.client
     for method, path in routes(basic_mode):
         response = client.request(method, path, follow_redirects=False)
-        if path in ("/healthz", "/metrics", "/login") or path.startswith("/static/"):
+        if path in ("/healthz", "/readyz", "/metrics", "/login") or path.startswith("/static/"):
             assert "www-authenticate" not in response.headers, (method, path)
         else:
             assert response.status_code == 401, (method, path)

@@ -113,6 +113,12 @@ class MicroBatcher:
         """Items waiting for a forward pass."""
         return sum(req.size for queue in self._queues.values() for req in queue)
 
+    def stalled_for(self) -> float:
+        """Seconds the oldest unanswered request has waited (queued or in a forward pass)."""
+        waiting = [queue[0].enqueued for queue in self._queues.values() if queue]
+        waiting += [request.enqueued for request in self._inflight]
+        return max(0.0, time.monotonic() - min(waiting)) if waiting else 0.0
+
     async def embed_texts(
         self, texts: Sequence[str], *, priority: Priority = Priority.QUERY
     ) -> np.ndarray:

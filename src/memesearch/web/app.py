@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -29,6 +29,7 @@ from memesearch.web.state import AppState
 from memesearch.web.uploads import UploadCache
 
 log = logging.getLogger(__name__)
+READY_STALL_SECONDS = 30.0  # a request waiting this long for the model means it is stuck
 
 
 def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
@@ -118,7 +119,24 @@ def create_app(settings: Settings, *, start_indexer: bool = True) -> FastAPI:
     async def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    @app.get("/readyz", include_in_schema=False, **declare(Access.PUBLIC))
+    async def readyz(request: Request) -> JSONResponse:
+        """503 while the model does not keep up (a health check can act on it); /healthz only
+        says the process answers."""
+        state: AppState = request.state.app
+        batcher = await state.services.runtime.batcher()
+        ready, detail = readiness(batcher.stalled_for(), batcher.pending)
+        body = {"status": "ready" if ready else "stalled", "detail": detail}
+        return JSONResponse(body, status_code=200 if ready else 503)
+
     return app
+
+
+def readiness(stalled_for: float, waiting: int) -> tuple[bool, str]:
+    """Whether the model answers in time, and in words."""
+    if stalled_for < READY_STALL_SECONDS:
+        return True, f"the model answers ({waiting} items waiting)"
+    return False, f"no answer from the model for {stalled_for:.0f} s ({waiting} items waiting)"
 
 
 def _document_access(app: FastAPI, settings: AuthSettings) -> None:
