@@ -307,6 +307,7 @@ def _report_dict(report: IndexReport) -> dict[str, Any]:
         "touched",
         "removed",
         "still_failing",
+        "kept_unread",
         "decoded",
         "embedded",
     )
@@ -334,6 +335,12 @@ def _print_report(report: IndexReport) -> None:
         out.print(f"  skipped: {path}: {reason}", markup=False)
     for path in report.deferred:
         out.print(f"  still being written? {path}: will be retried", markup=False)
+    if report.kept_unread:
+        out.print(
+            f"  kept {report.kept_unread} indexed files in places that could not be read"
+            " (see 'skipped' above); they are looked at again on the next run",
+            markup=False,
+        )
     if report.still_failing:
         out.print("  `memesearch status --failures` lists every failed file with its reason")
 

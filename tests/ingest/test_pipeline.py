@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 from pathlib import Path
@@ -266,3 +267,38 @@ async def test_a_file_still_being_written_is_retried_not_failed(
     (library / "copying.jpg").write_bytes(data)  # the copy finishes
     second = await index_once(patient)
     assert second.report.added == 1 and second.report.deferred == []
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["full pass", "watcher pass"])
+async def test_an_unreadable_folder_is_unknown_not_deleted(
+    settings: Settings, library: Path, monkeypatch: pytest.MonkeyPatch, scoped: bool
+) -> None:
+    """chmod 000 or an I/O error on a subfolder must not drop its memes (root ignores chmod:
+    the error is raised where the scanner lists or looks at that folder)."""
+    for name in ("sub/a.png", "sub/deeper/b.png", "top.png"):
+        write_image(library / name, seed=len(name))
+    await index_once(settings)
+    broken = str(library / "sub")
+    real_scandir, real_lstat = os.scandir, os.lstat
+
+    def scandir(path: str) -> object:
+        if str(path) == broken:
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_scandir(path)
+
+    def lstat(path: str) -> os.stat_result:
+        if str(path) == broken:
+            raise OSError(errno.EIO, "Input/output error", path)
+        return real_lstat(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    monkeypatch.setattr(os, "lstat", lstat)
+    (library / "top.png").unlink()  # a real deletion in the same pass still counts
+    run = await index_once(settings, paths=["sub", "top.png"] if scoped else None)
+    assert run.report.removed == 1 and run.report.kept_unread == 2
+    assert any(path.rstrip("/") == "sub" for path, _ in run.report.scan_problems)
+    files, _ = await stored_rows(settings)
+    assert sorted(files) == ["sub/a.png", "sub/deeper/b.png"]
+    monkeypatch.undo()
+    again = await index_once(settings)
+    assert (again.report.removed, again.report.kept_unread, again.report.unchanged) == (0, 0, 2)

@@ -17,6 +17,7 @@ from watchfiles import Change, awatch
 from memesearch.config import Settings
 from memesearch.errors import MemesearchError
 from memesearch.ingest.pipeline import Indexer, IndexReport, Phase, Progress
+from memesearch.ingest.scan import within
 
 log = logging.getLogger(__name__)
 # A watcher batch with more changed paths than this starts a pass over the whole library.
@@ -218,7 +219,7 @@ class LiveIndexer:
             if report.scope is None:
                 self._deferred = set(report.deferred)
             else:
-                still = {path for path in self._deferred if not _within(path, scope or ())}
+                still = {path for path in self._deferred if not within(path, scope or ())}
                 self._deferred = still | set(report.deferred)
             settle = self._settings.indexer.settle_seconds
             self._schedule_retry(settle + 1 if self._deferred else None)
@@ -252,11 +253,6 @@ class LiveIndexer:
 
     def _progress(self, event: Progress) -> None:
         self.status = replace(self.status, phase=event.phase, done=event.done, total=event.total)
-
-
-def _within(path: str, scope: Iterable[str]) -> bool:
-    """Whether a pass over `scope` looked at `path`."""
-    return any(path == top or path.startswith(top + "/") for top in scope)
 
 
 def describe_failure(error: BaseException) -> str:

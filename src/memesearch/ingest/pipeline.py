@@ -23,7 +23,13 @@ from memesearch.images.thumbnails import ThumbnailSpec
 from memesearch.index import VectorIndex
 from memesearch.ingest.changes import Resolution, ScanDiff, diff_scan, resolve_hashes
 from memesearch.ingest.pool import DecodePool, JobFailure, bounded_map, hash_job, hold_until
-from memesearch.ingest.scan import ScanOptions, normalize_scope, scan_library, scan_paths
+from memesearch.ingest.scan import (
+    ScanOptions,
+    normalize_scope,
+    scan_library,
+    scan_paths,
+    within,
+)
 from memesearch.records import (
     EmbeddedFile,
     FailedFile,
@@ -87,6 +93,7 @@ class IndexReport:
     scan_problems: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     scope: int | None = None  # paths a scoped pass looked at; None for the whole library
+    kept_unread: int = 0  # stored files in folders that could not be read: kept, not removed
 
     @property
     def changed(self) -> bool:
@@ -161,6 +168,7 @@ class _Pass:
         self.rejected: dict[str, str] = {}  # files refused for their names, with the reason
         self.stored: dict[str, StoredFile] = {}
         self.new_paths: set[str] = set()  # files to embed that the store has never seen
+        self.unknown: list[str] = []  # unreadable files and folders: what is there is unknown
 
     async def run(self) -> IndexReport:
         started = time.perf_counter()
@@ -170,6 +178,10 @@ class _Pass:
         self.stored = await asyncio.to_thread(
             ix.repo.stored_files, space=ix.space, under=self.scope
         )
+        if self.unknown:  # unreadable right now: neither changed nor gone, left as they are
+            known = {p: f for p, f in self.stored.items() if not within(p, self.unknown)}
+            report.kept_unread = len(self.stored) - len(known)
+            self.stored = known
         diff = diff_scan(scanned, self.stored)
         report.unchanged, report.still_failing = diff.unchanged, diff.still_failing
         resolution = await self._resolve(diff)
@@ -191,6 +203,7 @@ class _Pass:
         # A file refused for its name is a failed file like any other (listed, retried only
         # when it changes, gone once renamed), so it is diffed with the rest but never read.
         self.rejected = {path: item.reason for path, item in scan.rejected.items()}
+        self.unknown = scan.unknown
         scanned = {**scan.files, **{path: item.info for path, item in scan.rejected.items()}}
         self.report.scanned = len(scanned)
         self.report.scan_problems = [p for p in scan.problems if p[0] not in self.rejected]

@@ -30,6 +30,9 @@ class ScanResult:
     # indexer lists them as failed so the user can find and rename them. `problems` names them
     # too, for callers that only show the scan.
     rejected: dict[str, RejectedFile] = field(default_factory=dict)
+    # Files and folders that could not be read (permissions, I/O errors): what the store knows
+    # at or below them is unknown, not gone, and must be left as it is.
+    unknown: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,11 @@ def scan_paths(root: Path, options: ScanOptions, scope: Iterable[str]) -> ScanRe
     for rel_path in scope:
         walk.path(root, rel_path)
     return walk.finish()
+
+
+def within(path: str, tops: Iterable[str]) -> bool:
+    """Whether `path` is one of `tops` or inside one of them ("" is the whole library)."""
+    return any(top in ("", path) or path.startswith(top + "/") for top in tops)
 
 
 def normalize_scope(paths: Iterable[str]) -> list[str] | None:
@@ -132,6 +140,7 @@ class _Walk:
                 entries = sorted(listing, key=_name)
         except OSError as exc:
             self.problem(prefix or ".", f"folder cannot be read: {exc.strerror}", bad_folder)
+            self.result.unknown.append(prefix.rstrip("/"))
             return
         skip_hidden = not self.options.include_hidden
         extensions = self.options.extensions
@@ -154,6 +163,7 @@ class _Walk:
                 st = entry.stat()
             except OSError as exc:
                 self.problem(rel_path, f"cannot be read: {exc.strerror}", bad)
+                self.result.unknown.append(rel_path)
                 continue
             if not stat.S_ISREG(st.st_mode):
                 continue
@@ -193,7 +203,8 @@ class _Walk:
             except OSError as exc:
                 if not isinstance(exc, FileNotFoundError | NotADirectoryError):
                     self.problem(rel_path, f"cannot be read: {exc.strerror}", None)
-                return  # gone: nothing is there any more
+                    self.result.unknown.append("/".join(names[: depth + 1]))
+                return  # gone (or unknown): nothing found there
             if stat.S_ISDIR(st.st_mode):
                 if last:
                     self.enter(current, st, rel_path, None)
