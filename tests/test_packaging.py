@@ -53,4 +53,4 @@ def test_installed_wheel_migrates_a_database(wheel: Path, tmp_path: Path) -> Non
         timeout=120,
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "0002"
+    assert done.stdout.strip() == "0003"

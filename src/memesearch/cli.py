@@ -66,23 +66,33 @@ def _root(
 
 
 @app.command()
-def index(config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def index(
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    allow_mass_removal: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mass-removal",
+            help="Remove files that vanished all at once (kept by default: an unmounted drive?).",
+        ),
+    ] = False,
+) -> None:
     """Bring the index up to date with the library folder (only changed files are processed)."""
     settings = _settings(config)
-    report = _run(_index(settings, show_progress=not as_json))
+    report = _run(_index(settings, show_progress=not as_json, allow=allow_mass_removal))
     if as_json:
         out.print_json(json.dumps(_report_dict(report)))
     else:
         _print_report(report)
 
 
-async def _index(settings: Settings, *, show_progress: bool) -> IndexReport:
+async def _index(settings: Settings, *, show_progress: bool, allow: bool) -> IndexReport:
     async with open_services(settings) as services:
         # A fresh saved index is kept current (and saved on exit), so `serve` starts fast.
         await services.keeper.open_if_saved()
         indexer = services.indexer()
         with _ProgressBar(enabled=show_progress and err.is_terminal) as bar:
-            return await indexer.run(progress=bar.update)
+            return await indexer.run(progress=bar.update, allow_mass_removal=allow)
 
 
 @app.command()
@@ -308,11 +318,13 @@ def _report_dict(report: IndexReport) -> dict[str, Any]:
         "removed",
         "still_failing",
         "kept_unread",
+        "held_removals",
         "decoded",
         "embedded",
     )
     data: dict[str, Any] = {name: getattr(report, name) for name in fields}
     data["failed"] = [{"path": path, "reason": reason} for path, reason in report.failed]
+    data["held_reason"] = report.held_reason
     data["deferred"] = report.deferred
     data["scan_problems"] = [{"path": p, "reason": r} for p, r in report.scan_problems]
     data["seconds"] = round(report.seconds, 3)
@@ -335,6 +347,8 @@ def _print_report(report: IndexReport) -> None:
         out.print(f"  skipped: {path}: {reason}", markup=False)
     for path in report.deferred:
         out.print(f"  still being written? {path}: will be retried", markup=False)
+    if report.held_reason:
+        err.print(f"[yellow]warning:[/yellow] {report.held_reason}", markup=True)
     if report.kept_unread:
         out.print(
             f"  kept {report.kept_unread} indexed files in places that could not be read"

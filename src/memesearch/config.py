@@ -132,6 +132,7 @@ class IndexerSettings(_Section):
     debounce_ms: int = Field(default=500, ge=0, le=60_000)
     rescan_minutes: float = Field(default=60.0, ge=0)
     settle_seconds: float = Field(default=10.0, ge=0, le=3600)
+    mass_removal_share: float = Field(default=0.5, gt=0, le=1)
 
     def worker_count(self) -> int:
         """Decode processes to run: the configured number, or every core when 0."""

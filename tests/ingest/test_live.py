@@ -257,3 +257,23 @@ def test_failures_are_described_by_their_cause() -> None:
         "Permission denied (/m)"
     )
     assert describe_failure(KeyError("x")) == "unexpected error: KeyError: 'x'"
+
+
+async def test_a_mass_removal_waits_for_the_users_word(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    for n in range(21):
+        write_image(library / f"m{n:02d}.png", seed=200 + n)
+    config = live_config(tmp_path, library, tiny_model_dir, watch=False, rescan_minutes=0)
+    async with running(load_settings(config)) as run:
+        await wait_idle(run.live)
+        for image in library.glob("m*.png"):
+            image.unlink()  # as good as the empty mount point of an unmounted drive
+        run.live.request_rescan()
+        status = await wait_idle(run.live)
+        assert status.last_report is not None and status.last_report.held_removals == 21
+        assert run.services.keeper.status().vectors == 21  # still searchable meanwhile
+        run.live.request_rescan(allow_mass_removal=True)  # POST /api/reindex?allow_mass_removal=…
+        status = await wait_idle(run.live)
+        assert status.last_report is not None and status.last_report.removed == 21
+        assert run.services.keeper.status().vectors == 0

@@ -302,3 +302,36 @@ async def test_an_unreadable_folder_is_unknown_not_deleted(
     monkeypatch.undo()
     again = await index_once(settings)
     assert (again.report.removed, again.report.kept_unread, again.report.unchanged) == (0, 0, 2)
+
+
+async def test_files_that_vanish_all_at_once_are_kept_until_confirmed(
+    settings: Settings, library: Path
+) -> None:
+    """An unmounted drive leaves an empty mount point: nothing may be deleted for it."""
+    for n in range(44):
+        write_image(library / f"m{n:02d}.png", seed=100 + n)
+    await index_once(settings)
+    moved = library.parent / "unmounted"
+    library.rename(moved)
+    library.mkdir()  # the empty mount point stays
+    held = await index_once(settings)
+    assert (held.report.removed, held.report.held_removals) == (0, 44)
+    assert held.report.held_reason and "library folder looks empty" in held.report.held_reason
+    assert len((await stored_rows(settings))[0]) == 44
+
+    library.rmdir()
+    moved.rename(library)  # the drive is back: nothing to do, no model work
+    back = await index_once(settings)
+    assert (back.report.unchanged, back.report.held_removals, back.images_embedded) == (44, 0, None)
+
+    for n in range(24):  # more than half of the library at once, folder not empty
+        (library / f"m{n:02d}.png").unlink()
+    share = await index_once(settings)
+    assert (share.report.removed, share.report.held_removals) == (0, 24)
+    assert "24 of 44 files" in (share.report.held_reason or "")
+
+    async with open_services(settings) as services:
+        confirmed = await services.indexer().run(allow_mass_removal=True)
+    assert (confirmed.removed, confirmed.held_removals) == (24, 0)
+    (library / "m30.png").unlink()  # a few at a time are removed as always
+    assert (await index_once(settings)).report.removed == 1

@@ -75,6 +75,7 @@ class LiveIndexer:
         self._pending: set[str] | None = set()
         self._deferred: set[str] = set()  # files that were still being written, to look at again
         self._failures = 0  # passes failed in a row
+        self._allow_mass_removal = False  # confirmed for the next full pass
         self._after_failure: asyncio.TimerHandle | None = None
         self.status = IndexingStatus()
 
@@ -90,9 +91,13 @@ class LiveIndexer:
             self._tasks.append(asyncio.create_task(self._every(cfg.rescan_minutes * 60)))
         self.request_rescan()
 
-    def request_rescan(self) -> None:
-        """Ask for a pass over the whole library; requests before it starts fold into it."""
+    def request_rescan(self, *, allow_mass_removal: bool = False) -> None:
+        """Ask for a pass over the whole library; requests before it starts fold into it.
+
+        `allow_mass_removal`: the user confirms that files which vanished all at once are gone.
+        """
         self._pending = None
+        self._allow_mass_removal |= allow_mass_removal
         self._wake.set()
 
     def request_paths(self, paths: Iterable[str]) -> None:
@@ -177,7 +182,10 @@ class LiveIndexer:
         error: str | None = None
         report: IndexReport | None = None
         try:
-            report = await self._indexer.run(progress=self._progress, paths=scope)
+            allow, self._allow_mass_removal = self._allow_mass_removal and scope is None, False
+            report = await self._indexer.run(
+                progress=self._progress, paths=scope, allow_mass_removal=allow
+            )
         except MemesearchError as exc:
             error = str(exc)
             log.error("indexing pass failed: %s", exc)

@@ -46,6 +46,9 @@ _Batch = list[tuple[FileInfo, PreparedImage | JobFailure]]
 _HOLD_BYTES: Final = 256 * 1024 * 1024
 # A scoped pass over more paths than this walks the whole library instead.
 MAX_SCOPE: Final = 5000
+# Fewer vanished files than this are removed whatever share of the library they are (a small
+# library's owner deleting a few memes), unless the library folder looks empty altogether.
+_MASS_REMOVAL_MIN: Final = 20
 
 
 class _SpecMismatch(Exception):
@@ -94,6 +97,8 @@ class IndexReport:
     seconds: float = 0.0
     scope: int | None = None  # paths a scoped pass looked at; None for the whole library
     kept_unread: int = 0  # stored files in folders that could not be read: kept, not removed
+    held_removals: int = 0  # files missing from disk but kept: too many at once (an unmount?)
+    held_reason: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -134,7 +139,11 @@ class Indexer:
         self.thumbnails = thumbnails
 
     async def run(
-        self, progress: ProgressCallback | None = None, *, paths: Iterable[str] | None = None
+        self,
+        progress: ProgressCallback | None = None,
+        *,
+        paths: Iterable[str] | None = None,
+        allow_mass_removal: bool = False,
     ) -> IndexReport:
         """One pass; a bad file is recorded and skipped, never fatal.
 
@@ -145,7 +154,8 @@ class Indexer:
         scope = None if paths is None else normalize_scope(paths)
         if scope is not None and len(scope) > MAX_SCOPE:
             scope = None  # so many changes that one walk is cheaper than path-by-path
-        return await _Pass(self, scope, progress or (lambda _event: None)).run()
+        notify = progress or (lambda _event: None)
+        return await _Pass(self, scope, notify, allow_mass_removal=allow_mass_removal).run()
 
     def path_of(self, info: FileInfo) -> Path:
         """Where a scanned file is on disk."""
@@ -160,8 +170,16 @@ class Indexer:
 class _Pass:
     """One indexing pass: what it found and decided so far, and the steps that find it."""
 
-    def __init__(self, indexer: Indexer, scope: list[str] | None, notify: ProgressCallback) -> None:
+    def __init__(
+        self,
+        indexer: Indexer,
+        scope: list[str] | None,
+        notify: ProgressCallback,
+        *,
+        allow_mass_removal: bool = False,
+    ) -> None:
         self.ix = indexer
+        self.allow_mass_removal = allow_mass_removal
         self.scope = scope
         self.notify = notify
         self.report = IndexReport(scope=None if scope is None else len(scope))
@@ -185,6 +203,7 @@ class _Pass:
         diff = diff_scan(scanned, self.stored)
         report.unchanged, report.still_failing = diff.unchanged, diff.still_failing
         resolution = await self._resolve(diff)
+        await self._hold_mass_removal(resolution, found=len(scanned))
         await self._apply_reuse(resolution)
         self.new_paths = {i.path for i in resolution.to_embed if i.path not in self.stored}
         await self._embed(resolution.to_embed)
@@ -245,6 +264,30 @@ class _Pass:
             ix.repo.donors_by_hash, hashes=hashes.values(), space=ix.space
         )
         return resolve_hashes(diff, self.stored, hashes, donors, unreadable)
+
+    async def _hold_mass_removal(self, resolution: Resolution, *, found: int) -> None:
+        """Keep files that vanished all at once: an unmounted drive looks like that, and their
+        vectors would cost hours to compute again. The next pass that sees them settles it;
+        `allow_mass_removal` confirms that they are gone."""
+        removing = len(resolution.removals)
+        if not removing or self.allow_mass_removal:
+            return
+        total = len(self.stored)
+        if self.scope is not None:  # a watcher pass knows its scope: the share is of the store
+            total = (await asyncio.to_thread(self.ix.repo.counts, space=self.ix.space)).files
+        share = self.ix.settings.indexer.mass_removal_share
+        emptied = self.scope is None and found == 0 and not self.unknown
+        if not emptied and (removing <= share * total or removing < _MASS_REMOVAL_MIN):
+            return
+        where = "the library folder looks empty" if emptied else f"{removing} of {total} files"
+        reason = (
+            f"{removing} indexed files vanished at once ({where}): kept, in case a drive is "
+            "unmounted; run `memesearch index --allow-mass-removal` or POST "
+            "/api/reindex?allow_mass_removal=true if they are really gone"
+        )
+        log.warning("%s", reason)
+        self.report.held_removals, self.report.held_reason = removing, reason
+        resolution.removals = []
 
     async def _apply_reuse(self, resolution: Resolution) -> None:
         """Touches, renames, copies, removals and refusals: everything that needs no model."""

@@ -189,6 +189,8 @@ async def status_(state: StateDep) -> StatusResponse:
         last_error=live.last_error,
         failing_since=live.failing_since,
         retry_at=live.retry_at,
+        removals_held=live.last_report.held_removals if live.last_report else 0,
+        removals_held_reason=live.last_report.held_reason if live.last_report else None,
         index=_index_status(services.keeper.status()),
     )
 
@@ -232,9 +234,15 @@ async def failures(
     status_code=status.HTTP_202_ACCEPTED,
     **declare(Access.WRITE),
 )
-async def reindex(state: StateDep) -> ReindexResponse:
+async def reindex(
+    state: StateDep,
+    allow_mass_removal: Annotated[
+        bool,
+        Query(description="Confirm that files which vanished all at once are really gone."),
+    ] = False,
+) -> ReindexResponse:
     """Start a rescan of the library in the background (folded into one if one is queued)."""
-    state.live.request_rescan()
+    state.live.request_rescan(allow_mass_removal=allow_mass_removal)
     return ReindexResponse()
 
 

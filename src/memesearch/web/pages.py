@@ -95,6 +95,7 @@ class StatusView:
     phase: str
     done: int
     total: int
+    warning: str | None = None  # e.g. removals held back: what the user should know or do
 
 
 def parse_query(params: QueryParams, *, max_terms: int) -> tuple[list[TermSpec], int]:
@@ -309,4 +310,5 @@ async def _status(state: AppState) -> StatusView:
         phase=phase,
         done=live.done,
         total=live.total,
+        warning=live.last_report.held_reason if live.last_report else None,
     )

@@ -197,6 +197,10 @@ class StatusResponse(BaseModel):
     retry_at: float | None = Field(
         default=None, description="Unix time the failed pass is tried again (backoff, ≤ 5 min)"
     )
+    removals_held: int = Field(
+        default=0, description="Files gone from disk all at once, kept until confirmed or back"
+    )
+    removals_held_reason: str | None = None
     index: IndexStatus
 
 
