@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import shutil
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -277,3 +278,28 @@ async def test_a_mass_removal_waits_for_the_users_word(
         status = await wait_idle(run.live)
         assert status.last_report is not None and status.last_report.removed == 21
         assert run.services.keeper.status().vectors == 0
+
+
+async def test_a_library_folder_deleted_and_made_anew_is_watched_again(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    """A restore (`rm -rf memes; mkdir memes; cp …`): new memes appear without a rescan timer."""
+    write_image(library / "old.png", seed=1)
+    settings = load_settings(live_config(tmp_path, library, tiny_model_dir, rescan_minutes=0))
+    async with running(settings) as run:
+        await wait_idle(run.live)
+        shutil.rmtree(library)
+        await asyncio.sleep(0.5)  # the watcher may notice the folder gone in between
+        library.mkdir()
+        restored = write_image(library / "restored.png", seed=2)
+
+        async def found() -> bool:
+            return await top_path(run.search, restored) == "restored.png"
+
+        await eventually(found)
+        later = write_image(library / "later.png", seed=3)  # and the new folder is watched
+
+        async def found_later() -> bool:
+            return await top_path(run.search, later) == "later.png"
+
+        await eventually(found_later)

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import logging
 import os
+import stat
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 # A watcher batch with more changed paths than this starts a pass over the whole library.
 WATCH_BURST: Final = 1000
 # A failed pass is tried again after this many seconds, doubling up to the most.
+# How often the watcher makes sure it still watches the library folder (not a deleted one).
+WATCH_CHECK_SECONDS: Final = 2.0
 RETRY_FIRST_SECONDS: Final = 2.0
 RETRY_MOST_SECONDS: Final = 300.0
 
@@ -126,10 +129,25 @@ class LiveIndexer:
         self._tasks = []
 
     async def _watch(self) -> None:
-        """Rescan shortly after anything relevant changes under the library folder."""
+        """Rescan shortly after anything relevant changes under the library folder.
+
+        The watch is on the folder that was there when it started: one deleted and made anew
+        (a restore, `rm -rf; mkdir; cp`) or mounted later is noticed within WATCH_CHECK_SECONDS
+        and watched again, with a full rescan for what happened meanwhile.
+        """
         settings = self._settings
         root = settings.library.path
+        missing = False
         while not self._stop.is_set():
+            watched = _identity(root)
+            if watched is None:
+                missing = True
+                await asyncio.sleep(WATCH_CHECK_SECONDS)  # nothing to watch (yet)
+                continue
+            if missing:
+                log.warning("library folder %s is back: watching it again", root)
+                self.request_rescan()
+                missing = False
             try:
                 async for changes in awatch(
                     root,
@@ -138,16 +156,24 @@ class LiveIndexer:
                     step=50,
                     stop_event=self._stop,
                     ignore_permission_denied=True,
+                    rust_timeout=int(WATCH_CHECK_SECONDS * 1000),
+                    yield_on_timeout=True,  # a quiet folder is still checked for replacement
                 ):
+                    if _identity(root) != watched:
+                        log.warning("library folder %s was removed or replaced", root)
+                        self.request_rescan()
+                        break
                     if len(changes) > WATCH_BURST:
                         # A burst this big may have overflowed the kernel's event queue, and
                         # lost events are only found by a walk; it costs about as much anyway.
                         self.request_rescan()
-                    else:
+                    elif changes:
                         self.request_paths(
                             Path(path).relative_to(root).as_posix() for _, path in changes
                         )
             except (OSError, RuntimeError) as exc:  # the folder vanished, or inotify ran out
+                if _identity(root) != watched:
+                    continue  # gone or replaced: the next round waits for it and re-arms
                 log.warning("cannot watch %s (%s); relying on rescans", root, exc)
                 await asyncio.sleep(30)
                 self.request_rescan()  # whatever changed while nothing was watching
@@ -261,6 +287,15 @@ class LiveIndexer:
 
     def _progress(self, event: Progress) -> None:
         self.status = replace(self.status, phase=event.phase, done=event.done, total=event.total)
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    """Which folder is at this path (device, inode); None when there is none."""
+    try:
+        info = os.stat(folder)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
 
 def describe_failure(error: BaseException) -> str:
