@@ -303,3 +303,23 @@ async def test_a_library_folder_deleted_and_made_anew_is_watched_again(
             return await top_path(run.search, later) == "later.png"
 
         await eventually(found_later)
+
+
+async def test_a_database_deleted_while_serving_is_not_written_into(
+    tmp_path: Path, library: Path, tiny_model_dir: Path
+) -> None:
+    write_image(library / "a.png", seed=1)
+    config = live_config(tmp_path, library, tiny_model_dir, watch=False, rescan_minutes=0)
+    settings = load_settings(config)
+    async with running(settings) as run:
+        await wait_idle(run.live)
+        database = settings.database.sqlite_file
+        assert database is not None
+        for path in database.parent.glob(database.name + "*"):
+            path.unlink()  # the file, its -wal and -shm: a cleanup script gone wrong
+        write_image(library / "b.png", seed=2)
+        run.live.request_rescan()
+        status = await wait_idle(run.live)
+        assert status.last_error is not None and "was deleted or replaced" in status.last_error
+        assert status.last_report is not None and status.last_report.added == 1  # the first pass
+        assert status.retry_at is not None  # it says so again until someone restarts

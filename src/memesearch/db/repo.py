@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,9 +24,11 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from memesearch.config import sqlite_file
 from memesearch.db.models import ImageFile, StoreMeta, Vector, utcnow
 from memesearch.db.session import session_factory
 from memesearch.db.vectors import STORED_DTYPE, decode_vector, decode_vectors, encode_vector
+from memesearch.errors import StoreError
 from memesearch.records import (
     EmbeddedFile,
     FailedFile,
@@ -48,6 +52,22 @@ class Repository:
 
     def __init__(self, engine: Engine) -> None:
         self._sessions: sessionmaker[Session] = session_factory(engine)
+        self._file = sqlite_file(engine.url.render_as_string(hide_password=False))
+        self._file_identity = _identity(self._file) if self._file else None
+
+    def check_in_place(self) -> None:
+        """StoreError if the SQLite file was deleted or replaced since the store was opened.
+
+        Open connections would go on writing into the deleted file, and everything written
+        would be gone at the next start: better to stop and say so.
+        """
+        if self._file is None or self._file_identity is None:
+            return
+        if _identity(self._file) != self._file_identity:
+            raise StoreError(
+                f"the database file {self._file} was deleted or replaced while memesearch was "
+                "running; nothing more is written to the old one: restart memesearch"
+            )
 
     def stored_files(
         self, *, space: VectorSpace, under: Sequence[str] | None = None
@@ -346,6 +366,14 @@ class Repository:
         with self._sessions() as session:
             value = session.scalar(select(StoreMeta.value).where(StoreMeta.key == "generation"))
             return int(value) if value is not None else 0
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
 
 
 def _storable_id(file_id: int) -> bool:

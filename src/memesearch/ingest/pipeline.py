@@ -191,6 +191,7 @@ class _Pass:
     async def run(self) -> IndexReport:
         started = time.perf_counter()
         ix, report = self.ix, self.report
+        await asyncio.to_thread(ix.repo.check_in_place)  # never write into a deleted store
         scanned = await self._scan()
         self.notify(Progress(Phase.SCAN, len(scanned), len(scanned)))
         self.stored = await asyncio.to_thread(
