@@ -64,6 +64,15 @@ async def top_path(search: SearchService, image: Path) -> str | None:
     return page.hits[0].path if page.hits else None
 
 
+async def searchable(search: SearchService, image: Path, path: str) -> None:
+    """Wait until searching by `image`'s bytes finds it first, under `path`."""
+
+    async def found() -> bool:
+        return await top_path(search, image) == path
+
+    await eventually(found)
+
+
 async def eventually(check, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
     """Poll `check` until true; the bound is generous, the test asserts that it happens at all."""
     deadline = asyncio.get_running_loop().time() + timeout
@@ -80,11 +89,7 @@ async def test_watcher_picks_up_new_and_deleted_files(
     async with running(settings) as run:
         await wait_idle(run.live)
         fresh = write_image(library / "sub" / "fresh meme.png", seed=2)
-
-        async def fresh_found() -> bool:
-            return await top_path(run.search, fresh) == "sub/fresh meme.png"
-
-        await eventually(fresh_found)
+        await searchable(run.search, fresh, "sub/fresh meme.png")
         copy = tmp_path / "kept.png"
         copy.write_bytes(fresh.read_bytes())
         fresh.unlink()
@@ -105,11 +110,7 @@ async def test_periodic_rescan_without_a_watcher(
     async with running(settings) as run:
         await wait_idle(run.live)
         image = write_image(library / "later.png", seed=3)
-
-        async def found() -> bool:
-            return await top_path(run.search, image) == "later.png"
-
-        await eventually(found)
+        await searchable(run.search, image, "later.png")
 
 
 async def test_our_own_cache_folder_inside_the_library_is_ignored(
@@ -235,11 +236,7 @@ async def test_a_failed_pass_is_tried_again_without_any_other_event(
         assert status.failing_since is not None and status.retry_at is not None
         assert status.retry_at > status.finished_at  # type: ignore[operator]
         image = write_image(library / "back.png", seed=3)  # mounted again
-
-        async def indexed() -> bool:
-            return await top_path(run.search, image) == "back.png"
-
-        await eventually(indexed)
+        await searchable(run.search, image, "back.png")
         status = await wait_idle(run.live)
         assert (status.last_error, status.failing_since, status.retry_at) == (None, None, None)
 
@@ -292,17 +289,9 @@ async def test_a_library_folder_deleted_and_made_anew_is_watched_again(
         await asyncio.sleep(0.5)  # the watcher may notice the folder gone in between
         library.mkdir()
         restored = write_image(library / "restored.png", seed=2)
-
-        async def found() -> bool:
-            return await top_path(run.search, restored) == "restored.png"
-
-        await eventually(found)
+        await searchable(run.search, restored, "restored.png")
         later = write_image(library / "later.png", seed=3)  # and the new folder is watched
-
-        async def found_later() -> bool:
-            return await top_path(run.search, later) == "later.png"
-
-        await eventually(found_later)
+        await searchable(run.search, later, "later.png")
 
 
 async def test_a_database_deleted_while_serving_is_not_written_into(
