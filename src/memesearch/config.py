@@ -284,6 +284,11 @@ def mebibytes(megabytes: float) -> int:
     return int(megabytes * MIB)
 
 
+def megabytes(count: int) -> str:
+    """A byte count as the `*_mb` settings write it, for messages: "25 MB", "1.5 MB"."""
+    return f"{count / MIB:g} MB"
+
+
 def sqlite_file(url: str) -> Path | None:
     """The file of a SQLite URL; None for another database or an in-memory one."""
     parsed = make_url(url)

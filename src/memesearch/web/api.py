@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, File, Form, HTTPException, Path, Query, UploadFile, status
 
+from memesearch.config import megabytes
 from memesearch.errors import QueryError
 from memesearch.index.keeper import KeeperStatus
 from memesearch.search.query import ImageTerm, Term, TextTerm
@@ -98,7 +99,9 @@ async def search_upload(
     for upload, weight in zip(images, weights, strict=True):
         data = await upload.read(limit + 1)
         if len(data) > limit:
-            raise PayloadTooLarge(f"upload {upload.filename!r} is over the {limit >> 20} MB limit")
+            raise PayloadTooLarge(
+                f"upload {upload.filename!r} is over the {megabytes(limit)} limit"
+            )
         terms.append(ImageTerm(data, weight))
     return await _run_search(state, terms, k=k, offset=offset, path_prefix=path_prefix)
 

@@ -6,6 +6,8 @@ import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from memesearch.config import megabytes
+
 
 class BodyLimitMiddleware:
     """Rejects by Content-Length up front, and stops streamed bodies once they pass the limit."""
@@ -46,8 +48,8 @@ class BodyLimitMiddleware:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        limit_mb = self.max_bytes / (1024 * 1024)
-        body = json.dumps({"detail": f"request body is over the {limit_mb:g} MB limit"}).encode()
+        detail = f"request body is over the {megabytes(self.max_bytes)} limit"
+        body = json.dumps({"detail": detail}).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

@@ -16,6 +16,7 @@ from fastapi import APIRouter, File, HTTPException, Request, Response, UploadFil
 from fastapi.responses import JSONResponse
 from starlette.datastructures import QueryParams
 
+from memesearch.config import megabytes
 from memesearch.errors import MemesearchError, QueryError
 from memesearch.search.query import ImageIdTerm, ImageTerm, Term, TextTerm
 from memesearch.search.service import MAX_WINDOW, SearchPage
@@ -188,7 +189,7 @@ async def upload(
     limits = state.services.limits
     data = await image.read(limits.max_file_bytes + 1)
     if len(data) > limits.max_file_bytes:
-        raise PayloadTooLarge(f"the image is over the {limits.max_file_bytes >> 20} MB limit")
+        raise PayloadTooLarge(f"the image is over the {megabytes(limits.max_file_bytes)} limit")
     key = await asyncio.to_thread(state.uploads.put, data, limits)
     return JSONResponse({"hash": key, "thumbnail": f"/uploads/{key}"})
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from memesearch.config import megabytes
 from memesearch.errors import ImageDecodeError
 from memesearch.files import write_atomically
 from memesearch.images.decode import DecodeLimits, content_hash, open_image
@@ -40,7 +41,7 @@ class UploadCache:
     def put(self, data: bytes, limits: DecodeLimits) -> str:
         """Store an image (ImageDecodeError if it is not one) and return its hash."""
         if len(data) > limits.max_file_bytes:
-            raise ImageDecodeError(f"image is over the {limits.max_file_bytes >> 20} MB limit")
+            raise ImageDecodeError(f"image is over the {megabytes(limits.max_file_bytes)} limit")
         open_image(data, limits).close()
         key = content_hash(data)
         target = self.folder / key
